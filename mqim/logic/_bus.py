@@ -1,0 +1,68 @@
+"""The logic service talks to the world through a `Bus`: receive uplink requests, publish replies.
+
+Two implementations: `InProcessBus` over a `BrokerPort` (the embedded server, no network hop) and
+`MqttBus` over aiomqtt (a standalone `mqim logic` process).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message received from the broker."""
+
+    topic: str
+    payload: bytes
+
+
+class BrokerPort(Protocol):
+    """What an in-process broker offers the logic service (implemented by `mqim.broker`).
+
+    Both methods are synchronous: the broker routes in-process without awaiting.
+    """
+
+    def attach_listener(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        """Call `callback(topic, payload)` for every publish matching `topic_filter`.
+
+        Returns a function that detaches the listener.
+        """
+        ...
+
+    def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
+        """Route a message as the broker itself (no ACL: the service is trusted)."""
+        ...
+
+
+class Bus(abc.ABC):
+    """Subscribe/publish transport of the logic service. Use as an async context manager."""
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect and subscribe to the uplink filter."""
+
+    @abc.abstractmethod
+    async def stop(self) -> None:
+        """Disconnect; pending publishes are flushed first."""
+
+    @abc.abstractmethod
+    async def receive_batch(self, max_items: int) -> list[Inbound]:
+        """Wait for at least one inbound message and return up to `max_items`, in arrival order."""
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Publish one message."""

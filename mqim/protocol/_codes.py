@@ -1,0 +1,16 @@
+"""Error codes sent in `error` payloads (DESIGN.md section 2)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """The `code` field of an `error` payload."""
+
+    BAD_REQUEST = "bad_request"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    TOO_LARGE = "too_large"
+    RATE_LIMITED = "rate_limited"
+    INTERNAL = "internal"

@@ -1,0 +1,58 @@
+"""Identifier rules for users and groups, and conversation ids."""
+
+from __future__ import annotations
+
+import re
+
+from mqim.protocol._exceptions import InvalidId
+
+ID_PATTERN = r"[A-Za-z0-9_.-]{1,64}"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_valid_id(value: str) -> bool:
+    """Return True if `value` is a valid user or group id."""
+    return _ID_RE.fullmatch(value) is not None
+
+
+def validate_id(value: str, *, what: str = "id") -> str:
+    """Return `value` if it is a valid id, else raise `InvalidId`.
+
+    Args:
+        value: The candidate id.
+        what: What the id names, for the error message ("user", "group").
+    """
+    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
+        raise InvalidId(f"invalid {what} id {value!r}: must match {ID_PATTERN}")
+    return value
+
+
+def direct_conv(a: str, b: str) -> str:
+    """Return the conversation id of the direct conversation between users `a` and `b`.
+
+    It is `d:` plus both ids sorted and joined by `:`, so both sides derive the same id.
+    """
+    first, second = sorted((validate_id(a, what="user"), validate_id(b, what="user")))
+    return f"d:{first}:{second}"
+
+
+def group_conv(group: str) -> str:
+    """Return the conversation id of group `group`."""
+    return f"g:{validate_id(group, what='group')}"
+
+
+def parse_conv(conv: str) -> tuple[str, tuple[str, ...]]:
+    """Split a conversation id into its kind (`"d"` or `"g"`) and its ids.
+
+    Raises:
+        InvalidId: When `conv` is not a well-formed conversation id.
+    """
+    parts = conv.split(":")
+    if len(parts) == 3 and parts[0] == "d":
+        a, b = validate_id(parts[1], what="user"), validate_id(parts[2], what="user")
+        if a > b:
+            raise InvalidId(f"direct conversation id {conv!r} must list its users sorted")
+        return "d", (a, b)
+    if len(parts) == 2 and parts[0] == "g":
+        return "g", (validate_id(parts[1], what="group"),)
+    raise InvalidId(f"invalid conversation id {conv!r}")

@@ -1,0 +1,362 @@
+"""One client connection: MQTT 3.1.1 over an asyncio transport (TCP, TLS or WebSocket).
+
+An `asyncio.Protocol` rather than stream reader/writer pairs: no task per connection, no task per
+packet, small memory per idle client. Everything after CONNECT is handled synchronously in
+`data_received`; only authentication awaits (in a named task owned by the broker).
+
+Invalid input closes the connection and is logged (MQTT 3.1.1 has no negative acknowledgement):
+stock amqtt instead kept a "zombie" that acknowledged and dropped everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+from mqim.acl import Action, Identity, is_valid_filter
+from mqim.broker import _codec as c
+from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
+from mqim.broker._session import Session
+
+if TYPE_CHECKING:
+    from mqim.broker._broker import MqimBroker
+
+log = logging.getLogger("mqim.broker.connection")
+
+
+class State(Enum):
+    AWAIT_CONNECT = 1
+    AUTHENTICATING = 2
+    CONNECTED = 3
+    CLOSED = 4
+
+
+class MqttConnection(asyncio.Protocol):
+    """The broker side of one client connection."""
+
+    def __init__(self, *, broker: MqimBroker, listener: str) -> None:
+        self.broker = broker
+        self.hub = broker.hub
+        self.listener = listener
+        self.state = State.AWAIT_CONNECT
+        self.transport: asyncio.BaseTransport | None = None
+        self.writable = True
+        self.decoder = c.PacketDecoder(max_packet_bytes=broker.settings.max_packet_bytes)
+        self.session: Session | None = None
+        self.identity: Identity | None = None
+        self.connect: c.Connect | None = None
+        self.keepalive = 0.0
+        self.opened_at = time.monotonic()
+        self.last_rx = self.opened_at
+        self.peer: str = "?"
+        self.over_limit = False
+        self._backlog: list[tuple[int, int, bytes]] = []
+        self._deferred: deque[tuple[int, bytes]] = deque()  # (commit generation, ack bytes)
+        self._clean_disconnect = False
+        self.close_reason = ""
+
+    # -- asyncio.Protocol ----------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer = f"{peer[0]}:{peer[1]}"
+        # Counted here and released exactly once in connection_lost, whatever happens between:
+        # stock amqtt leaked slots when a CONNECT failed or the socket reset.
+        self.over_limit = not self.broker.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self.state is State.CLOSED:
+            return
+        self.last_rx = time.monotonic()
+        try:
+            frames = self.decoder.feed(data)
+            if self.state is not State.CONNECTED:
+                self._backlog.extend(frames)
+                if self.state is State.AWAIT_CONNECT and self._backlog:
+                    self._on_first_packet()
+                return
+            for packet_type, flags, body in frames:
+                self._dispatch(packet_type, flags, body)
+                if self.state is State.CLOSED:
+                    return
+        except ProtocolViolation as exc:
+            self._violation(str(exc))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        was_connected = self.state is State.CONNECTED
+        self.state = State.CLOSED
+        self.hub.committer.forget(self)
+        session = self.session
+        if was_connected and session is not None and session.conn is self:
+            if not self._clean_disconnect:
+                self.broker.publish_will(self)
+            self.hub.disconnected(session)
+        self.broker.connection_closed(self)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than we write: stop writing to it (messages stay queued,
+        # QoS 0 is dropped) and stop reading from it so it cannot make us buffer without bound.
+        self.writable = False
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        if isinstance(self.transport, asyncio.ReadTransport) and self.state is not State.CLOSED:
+            self.transport.resume_reading()
+        if self.session is not None and self.session.conn is self:
+            self.session.pump()
+
+    # -- output --------------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and self.state is not State.CLOSED:
+            transport.write(data)  # type: ignore[attr-defined]
+
+    def close(self, reason: str, *, abort: bool = False) -> None:
+        """Close the connection; `reason` is logged."""
+        if self.state is State.CLOSED and self.transport is None:
+            return
+        self.close_reason = self.close_reason or reason
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            if abort:
+                transport.abort()  # type: ignore[attr-defined]
+            else:
+                transport.close()
+
+    def _violation(self, reason: str) -> None:
+        self.hub.counters.protocol_errors += 1
+        who = self.session.client_id if self.session else self.peer
+        log.warning("closing %s: %s", who, reason)
+        self.close(reason)
+
+    # -- CONNECT -------------------------------------------------------------------------------
+    def _on_first_packet(self) -> None:
+        packet_type, flags, body = self._backlog.pop(0)
+        if packet_type != c.CONNECT:
+            raise ProtocolViolation("first packet is not CONNECT (MQTT-3.1.0-1)")
+        try:
+            connect = c.decode_connect(flags, body)
+        except c.UnsupportedProtocol as exc:
+            self.write(c.encode_connack(session_present=False, return_code=c.REFUSED_PROTOCOL))
+            raise ProtocolViolation(str(exc)) from exc
+        self.connect = connect
+        settings = self.broker.settings
+        if self.over_limit:
+            self.hub.counters.connections_refused += 1
+            self._refuse(c.REFUSED_UNAVAILABLE, "connection limit reached")
+            return
+        if not connect.client_id and not connect.clean_session:
+            self._refuse(c.REFUSED_IDENTIFIER, "empty client id needs clean session (MQTT-3.1.3-8)")
+            return
+        if len(connect.client_id) > settings.max_client_id_chars:
+            self._refuse(c.REFUSED_IDENTIFIER, "client id too long")
+            return
+        if connect.will_topic is not None and not _valid_publish_topic(connect.will_topic):
+            raise ProtocolViolation(f"invalid will topic {connect.will_topic!r} (MQTT-3.1.3-10)")
+        self.keepalive = connect.keepalive * settings.keepalive_factor
+        self.state = State.AUTHENTICATING
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+        self.broker.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
+
+    def _refuse(self, code: int, reason: str) -> None:
+        log.info("refusing CONNECT from %s: %s", self.peer, reason)
+        self.write(c.encode_connack(session_present=False, return_code=code))
+        self.close(reason)
+
+    async def _authenticate(self, connect: c.Connect) -> None:
+        try:
+            identity = await self.broker.authenticate(self, connect)
+        except Exception:
+            log.exception("authentication failed with an error for %s", self.peer)
+            identity = None
+            if self.state is State.AUTHENTICATING:
+                self._refuse(c.REFUSED_UNAVAILABLE, "authentication backend error")
+            return
+        if self.state is not State.AUTHENTICATING:
+            return  # the socket went away meanwhile
+        if identity is None:
+            self._refuse(c.REFUSED_BAD_CREDENTIALS, f"bad credentials for user {connect.username!r}")
+            return
+        if connect.will_topic is not None and not self.hub.acl.allowed(identity, Action.PUBLISH, connect.will_topic):
+            self._refuse(c.REFUSED_NOT_AUTHORIZED, f"will topic {connect.will_topic!r} not allowed")
+            return
+        self._start_session(connect, identity)
+
+    def _start_session(self, connect: c.Connect, identity: Identity) -> None:
+        broker = self.broker
+        hub = self.hub
+        client_id = connect.client_id or f"auto-{id(self):x}-{int(time.time() * 1000)}"
+        existing = hub.sessions.get(client_id)
+        if existing is not None and existing.user != identity.user:
+            # A client id is bound to the user that created its session: another user may
+            # neither take over the connection nor read its queue.
+            self._refuse(c.REFUSED_IDENTIFIER, f"client id {client_id!r} belongs to another user")
+            return
+        if existing is not None and existing.conn is not None:
+            old = existing.conn
+            if isinstance(old, MqttConnection):
+                log.info("client id %r taken over by %s", client_id, self.peer)
+                broker.publish_will(old)
+                old.session = None  # its connection_lost must not detach the new owner
+                hub.disconnected(existing) if not connect.clean_session else None
+                old.state = State.CLOSED
+                old.close("session taken over", abort=True)
+        session, present = hub.open_session(client_id=client_id, identity=identity, clean=connect.clean_session)
+        session.is_bridge = connect.bridge
+        self.session = session
+        self.identity = identity
+        self.write(c.encode_connack(session_present=present, return_code=c.ACCEPTED))
+        self.state = State.CONNECTED
+        hub.auto_subscribe(session)
+        hub.connected(session, self)
+        if isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.resume_reading()
+        backlog, self._backlog = self._backlog, []
+        try:
+            for packet_type, flags, body in backlog:
+                self._dispatch(packet_type, flags, body)
+                if self.state is State.CLOSED:
+                    return
+        except ProtocolViolation as exc:
+            self._violation(str(exc))
+
+    # -- packets after CONNECT -----------------------------------------------------------------
+    def _dispatch(self, packet_type: int, flags: int, body: bytes) -> None:
+        session = self.session
+        assert session is not None
+        if packet_type == c.PUBLISH:
+            self._on_publish(session, c.decode_publish(flags, body))
+        elif packet_type == c.PUBACK:
+            msg = session.on_puback(c.decode_ack(packet_type, flags, body))
+            if msg is not None and self.hub.observers:
+                for observer in self.hub.observers:
+                    observer.delivered(session, msg.topic, msg.payload)
+        elif packet_type == c.PUBREC:
+            msg = session.on_pubrec(c.decode_ack(packet_type, flags, body))
+            if msg is not None and self.hub.observers:
+                for observer in self.hub.observers:
+                    observer.delivered(session, msg.topic, msg.payload)
+        elif packet_type == c.PUBCOMP:
+            session.on_pubcomp(c.decode_ack(packet_type, flags, body))
+        elif packet_type == c.PUBREL:
+            pid = c.decode_ack(packet_type, flags, body)
+            session.incoming_qos2.discard(pid)
+            self._ack(c.encode_ack(c.PUBCOMP, pid), durable=False)
+        elif packet_type == c.SUBSCRIBE:
+            self._on_subscribe(session, *c.decode_subscribe(flags, body))
+        elif packet_type == c.UNSUBSCRIBE:
+            pid, filters = c.decode_unsubscribe(flags, body)
+            for topic_filter in filters:
+                self.hub.unsubscribe(session, topic_filter)
+            self.write(c.encode_unsuback(pid))
+        elif packet_type == c.PINGREQ:
+            if flags or body:
+                raise MalformedPacket("malformed PINGREQ")
+            self.write(c.PINGRESP_BYTES)
+        elif packet_type == c.DISCONNECT:
+            if flags or body:
+                raise MalformedPacket("malformed DISCONNECT")
+            self._clean_disconnect = True  # MQTT-3.14.4-3: discard the will
+            self.close("client disconnected")
+        elif packet_type == c.CONNECT:
+            raise ProtocolViolation("second CONNECT on one connection (MQTT-3.1.0-2)")
+        else:
+            raise MalformedPacket(f"packet type {packet_type} not allowed from a client")
+
+    def _on_publish(self, session: Session, pub: c.Publish) -> None:
+        topic = pub.topic
+        if not _valid_publish_topic(topic):
+            if self.broker.accept_special_publish(self, pub):
+                self._ack_publish(pub, durable=False)
+                return
+            raise ProtocolViolation(f"invalid PUBLISH topic {topic!r} (MQTT-3.3.2-2, 4.7.2-1)")
+        identity = self.identity
+        assert identity is not None
+        verdict = self.broker.admit_publish(self, pub)
+        if verdict is not None:
+            # Refused by ACL or a limit: dropped, counted, the user told; the PUBACK still goes out
+            # because MQTT 3.1.1 has no negative acknowledgement.
+            self._ack_publish(pub, durable=False)
+            return
+        hub = self.hub
+        if pub.qos == 2:
+            if pub.packet_id in session.incoming_qos2:
+                self._ack_publish(pub, durable=False)  # a resend: exactly once, route nothing
+                return
+            if len(session.incoming_qos2) >= self.broker.settings.max_inflight:
+                raise ProtocolViolation("too many unreleased QoS 2 publishes")
+            session.incoming_qos2.add(pub.packet_id or 0)
+        durable = hub.route(topic, pub.payload, pub.qos, origin=session)
+        if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
+            durable = True
+        self._ack_publish(pub, durable=durable)
+
+    def _ack_publish(self, pub: c.Publish, *, durable: bool) -> None:
+        if pub.qos == 1:
+            self._ack(c.encode_ack(c.PUBACK, pub.packet_id or 0), durable=durable)
+        elif pub.qos == 2:
+            self._ack(c.encode_ack(c.PUBREC, pub.packet_id or 0), durable=durable)
+
+    def _ack(self, data: bytes, *, durable: bool) -> None:
+        # Acknowledgements leave in the order their packets arrived (MQTT-4.6.0-2), so once one
+        # waits for a commit, those behind it wait too.
+        committer = self.hub.committer
+        if (durable and committer.durable) or self._deferred:
+            self._deferred.append((committer.wait(self), data))
+        else:
+            self.write(data)
+
+    def release_acks(self, committed: int) -> None:
+        deferred = self._deferred
+        while deferred and deferred[0][0] <= committed:
+            self.write(deferred.popleft()[1])
+        if deferred:
+            self.hub.committer.wait(self)
+
+    def _on_subscribe(self, session: Session, pid: int, topics: list[tuple[str, int]]) -> None:
+        hub = self.hub
+        identity = self.identity
+        assert identity is not None
+        settings = self.broker.settings
+        codes: list[int] = []
+        granted: list[tuple[str, int]] = []
+        for topic_filter, qos in topics:
+            if not is_valid_filter(topic_filter):
+                codes.append(c.SUBACK_FAILURE)
+                continue
+            if (topic_filter not in session.subscriptions
+                    and len(session.subscriptions) >= settings.max_subscriptions_per_session):
+                log.info("%s: subscription limit %d reached", session.client_id,
+                         settings.max_subscriptions_per_session)
+                codes.append(c.SUBACK_FAILURE)
+                continue
+            if not hub.acl.allowed(identity, Action.SUBSCRIBE, topic_filter):
+                hub.counters.acl_denied_subscribe += 1
+                codes.append(c.SUBACK_FAILURE)
+                continue
+            qos = min(qos, settings.max_qos)
+            hub.subscribe(session, topic_filter, qos)
+            codes.append(qos)
+            granted.append((topic_filter, qos))
+        self.write(c.encode_suback(pid, codes))
+        for topic_filter, qos in granted:
+            hub.send_retained(session, topic_filter, qos)
+
+    def info(self) -> dict[str, Any]:
+        """A snapshot for `mqim status`."""
+        return {"peer": self.peer, "listener": self.listener, "state": self.state.name,
+                "client_id": self.session.client_id if self.session else None}
+
+
+def _valid_publish_topic(topic: str) -> bool:
+    # MQTT-3.3.2-2: no wildcards; MQTT-4.7.3-1: not empty; MQTT-4.7.2-1: "$" topics are the
+    # server's, clients may not publish there.
+    return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith("$")

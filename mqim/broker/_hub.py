@@ -1,0 +1,355 @@
+"""The routing core: sessions, the subscription index, retained messages, in-process listeners.
+
+Synchronous by design: a PUBLISH is routed to every matching session within one call, with no
+task per message. Durable writes (persistent session queues, retained messages) are queued on the
+`SessionStore`; `Committer` flushes them in batches and releases the acknowledgements that
+depended on them, so a publisher's PUBACK is sent only once its message is safe on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from mqim.acl import AclEngine, Action, Identity, topic_matches
+from mqim.broker._codec import encode_str
+from mqim.broker._router import SubscriptionIndex
+from mqim.broker._session import Session, Writer
+from mqim.broker._settings import BrokerSettings
+from mqim.protocol import InboxKind, inbox_topic
+from mqim.storage import RetainedRecord, SessionStore, StoredSession
+
+log = logging.getLogger("mqim.broker")
+
+
+class HubObserver(Protocol):
+    """Hooks for features built on broker events (presence, delivery receipts). Synchronous."""
+
+    def session_connected(self, session: Session) -> None: ...
+
+    def session_disconnected(self, session: Session) -> None: ...
+
+    def delivered(self, session: Session, topic: str, payload: bytes) -> None: ...
+
+
+@dataclass(slots=True)
+class Counters:
+    """Monotonic counters exposed by `mqim status` and the metrics endpoint."""
+
+    published: int = 0
+    delivered: int = 0
+    acl_denied_publish: int = 0
+    acl_denied_receive: int = 0
+    acl_denied_subscribe: int = 0
+    dropped_qos0: int = 0
+    evicted: int = 0
+    protocol_errors: int = 0
+    connections_refused: int = 0
+    retained_refused: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Hub:
+    """Sessions and routing of one broker node.
+
+    Args:
+        settings: Limits.
+        acl: The ACL engine (cached, synchronous decisions).
+        store: Durable session state; None keeps everything in memory (tests of the hub only).
+        auto_subscriptions: Filters (with QoS) a user's session is subscribed to by the server.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: BrokerSettings,
+        acl: AclEngine,
+        store: SessionStore | None,
+        auto_subscriptions: Callable[[Identity], Iterable[tuple[str, int]]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.acl = acl
+        self.store = store
+        self.sessions: dict[str, Session] = {}
+        self.index: SubscriptionIndex[str] = SubscriptionIndex()
+        self.retained: dict[str, tuple[bytes, int]] = {}
+        self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
+        self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
+        self._listener_ids = itertools.count(1)
+        self._topic_cache: dict[str, bytes] = {}
+        self.counters = Counters()
+        self.observers: list[HubObserver] = []
+        self.auto_subscriptions = auto_subscriptions
+        self.committer = Committer(store=store)
+
+    # -- loading -------------------------------------------------------------------------------
+    def restore(self, sessions: list[StoredSession], retained: list[RetainedRecord]) -> None:
+        """Rebuild state from durable storage after a start."""
+        now = time.time()
+        for stored in sessions:
+            identity = Identity(user=stored.user, client_id=stored.client_id, kind="user") if stored.user else None
+            session = Session(
+                client_id=stored.client_id, identity=identity, persistent=True, settings=self.settings,
+                store=self.store,
+            )
+            session.restore(stored.queue, self._topic_cache)
+            session.disconnected_at = float(stored.disconnected_ts) if stored.disconnected_ts else now
+            for topic_filter, qos in stored.subscriptions.items():
+                session.subscriptions[topic_filter] = qos
+                self.index.add(stored.client_id, topic_filter, qos)
+            self.sessions[stored.client_id] = session
+        for record in retained:
+            self.retained[record.topic] = (record.payload, record.qos)
+        log.info("restored %d persistent sessions and %d retained messages", len(sessions), len(retained))
+
+    # -- routing -------------------------------------------------------------------------------
+    def encode_topic(self, topic: str) -> bytes:
+        enc = self._topic_cache.get(topic)
+        if enc is None:
+            if len(self._topic_cache) > 100_000:
+                self._topic_cache.clear()  # bounded memo, not state
+            enc = self._topic_cache[topic] = encode_str(topic)
+        return enc
+
+    def route(self, topic: str, payload: bytes, qos: int, *, origin: Session | None = None) -> bool:
+        """Deliver a published message to every matching session and in-process listener.
+
+        Returns True when a durable write was queued (a persistent session got a QoS>0 copy):
+        the publisher's acknowledgement must then wait for the next commit.
+        """
+        self.counters.published += 1
+        durable = False
+        targets = self.index.match(topic)
+        if targets:
+            topic_enc = self.encode_topic(topic)
+            sessions = self.sessions
+            allowed = self.acl.allowed
+            for client_id, sub_qos in targets.items():
+                session = sessions.get(client_id)
+                if session is None:
+                    continue
+                if origin is not None and session is origin and session.is_bridge:
+                    continue  # never echo a bridge's own messages back to it
+                identity = session.identity
+                if identity is not None and not allowed(identity, Action.RECEIVE, topic):
+                    self.counters.acl_denied_receive += 1
+                    continue
+                # MQTT-3.3.5-1 / 3.8.4-6: delivery QoS is min(publish QoS, subscription QoS).
+                out_qos = qos if qos < sub_qos else sub_qos
+                evicted = session.deliver(topic, topic_enc, payload, out_qos)
+                if out_qos and session.persistent:
+                    durable = True
+                self.counters.delivered += 1
+                if evicted:
+                    self._overflowed(session, evicted)
+        if self._listener_callbacks:
+            for listener_id in self.listeners.match(topic):
+                callback = self._listener_callbacks.get(listener_id)
+                if callback is not None:
+                    callback(topic, payload)
+        return durable
+
+    def _overflowed(self, session: Session, evicted: int) -> None:
+        self.counters.evicted += evicted
+        user = session.user
+        log.warning("session %r queue full: %d oldest entries left the queue", session.client_id, evicted)
+        if user is None or session.overflow_qid:
+            return  # one pending notice is enough until the client has read it
+        topic = inbox_topic(user, InboxKind.EVENT)
+        body = json.dumps(
+            {"v": 1, "type": "queue_overflow", "dropped": session.evicted, "action": "sync",
+             "message": "your offline queue was full; call sync to fetch what you missed"}
+        ).encode()
+        session.overflow_qid = -1  # guard against recursion while delivering the notice
+        session.deliver(topic, self.encode_topic(topic), body, 1)
+        session.overflow_qid = max(session.queue) if session.queue else 0
+
+    def retain(self, topic: str, payload: bytes, qos: int) -> bool:
+        """Set or (empty payload) clear a retained message (MQTT-3.3.1-5, 3.3.1-10)."""
+        if not payload:
+            if self.retained.pop(topic, None) is not None and self.store is not None:
+                self.store.set_retained(RetainedRecord(topic=topic, payload=b"", qos=0))
+            return True
+        if topic not in self.retained and len(self.retained) >= self.settings.max_retained:
+            self.counters.retained_refused += 1
+            log.warning("retained message on %r refused: max_retained=%d reached", topic, self.settings.max_retained)
+            return False
+        self.retained[topic] = (payload, qos)
+        if self.store is not None:
+            self.store.set_retained(RetainedRecord(topic=topic, payload=payload, qos=qos))
+        return True
+
+    def send_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
+        """Send the retained messages matching a new subscription to that session only (MQTT-3.3.1-6)."""
+        identity = session.identity
+        for topic, (payload, qos) in list(self.retained.items()):
+            if not topic_matches(topic_filter, topic):
+                continue
+            if identity is not None and not self.acl.allowed(identity, Action.RECEIVE, topic):
+                continue
+            session.deliver(topic, self.encode_topic(topic), payload, min(qos, granted_qos), retain=True)
+
+    # -- subscriptions -------------------------------------------------------------------------
+    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
+        session.subscriptions[topic_filter] = qos
+        self.index.add(session.client_id, topic_filter, qos)
+        self._save(session)
+
+    def unsubscribe(self, session: Session, topic_filter: str) -> bool:
+        if session.subscriptions.pop(topic_filter, None) is None:
+            return False
+        self.index.remove(session.client_id, topic_filter)
+        self._save(session)
+        return True
+
+    def _save(self, session: Session) -> None:
+        if session.persistent and self.store is not None:
+            ts = int(session.disconnected_at) if session.disconnected_at else None
+            self.store.save_session(
+                session.client_id, user=session.user, subscriptions=dict(session.subscriptions), disconnected_ts=ts
+            )
+
+    # -- sessions ------------------------------------------------------------------------------
+    def open_session(self, *, client_id: str, identity: Identity, clean: bool) -> tuple[Session, bool]:
+        """Find or create the session of a CONNECT; returns it and the session-present flag.
+
+        The caller has already checked that an existing session belongs to the same user.
+        """
+        existing = self.sessions.get(client_id)
+        if clean or (existing is not None and not existing.persistent):
+            if existing is not None:
+                self.drop_session(existing)
+            existing = None
+        if existing is not None:
+            existing.identity = identity
+            return existing, True
+        session = Session(
+            client_id=client_id, identity=identity, persistent=not clean, settings=self.settings, store=self.store
+        )
+        self.sessions[client_id] = session
+        self._save(session)
+        return session, False
+
+    def auto_subscribe(self, session: Session) -> None:
+        """Apply server-managed subscriptions (DESIGN.md section 4)."""
+        if self.auto_subscriptions is None or session.identity is None:
+            return
+        for topic_filter, qos in self.auto_subscriptions(session.identity):
+            if session.subscriptions.get(topic_filter) != qos:
+                self.subscribe(session, topic_filter, qos)
+
+    def connected(self, session: Session, conn: Writer) -> None:
+        session.attach(conn)
+        for observer in self.observers:
+            observer.session_connected(session)
+
+    def disconnected(self, session: Session) -> None:
+        """The session's connection went away (any reason)."""
+        session.detach(time.time())
+        for observer in self.observers:
+            observer.session_disconnected(session)
+        if session.persistent:
+            self._save(session)
+        else:
+            self.drop_session(session)
+
+    def drop_session(self, session: Session) -> None:
+        """Forget a session, its subscriptions and queue."""
+        if self.sessions.get(session.client_id) is session:
+            del self.sessions[session.client_id]
+        for topic_filter in session.subscriptions:
+            self.index.remove(session.client_id, topic_filter)
+        session.subscriptions.clear()
+        if session.persistent and self.store is not None:
+            self.store.delete_session(session.client_id)
+
+    def expire_sessions(self, now: float) -> int:
+        """Drop persistent sessions disconnected for longer than `session_expiry_s`."""
+        limit = now - self.settings.session_expiry_s
+        stale = [s for s in self.sessions.values() if s.conn is None and s.disconnected_at is not None
+                 and s.disconnected_at < limit]
+        for session in stale:
+            log.info("session %r expired", session.client_id)
+            self.drop_session(session)
+        return len(stale)
+
+    # -- in-process listeners (BrokerPort) -----------------------------------------------------
+    def attach_listener(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+        listener_id = next(self._listener_ids)
+        self._listener_callbacks[listener_id] = callback
+        self.listeners.add(listener_id, topic_filter, 2)
+
+        def detach() -> None:
+            self._listener_callbacks.pop(listener_id, None)
+            self.listeners.remove(listener_id, topic_filter)
+
+        return detach
+
+    def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
+        if retain:
+            self.retain(topic, payload, qos)
+        if self.route(topic, payload, qos):
+            self.committer.kick()
+
+
+class AckWaiter(Protocol):
+    """A connection holding acknowledgements until a commit generation is durable."""
+
+    def release_acks(self, committed: int) -> None: ...
+
+
+class Committer:
+    """Flushes the session store in batches and releases acknowledgements that waited for it.
+
+    `generation` is the commit that will include writes queued now; a PUBACK tagged with it is
+    sent once `committed >= tag`. One flush covers every write queued before it started.
+    """
+
+    def __init__(self, *, store: SessionStore | None) -> None:
+        self._store = store
+        self.generation = 1
+        self.committed = 0
+        self._waiters: set[AckWaiter] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def durable(self) -> bool:
+        return self._store is not None
+
+    def wait(self, waiter: AckWaiter) -> int:
+        """Register `waiter` for the next commit; returns the generation tag to wait for."""
+        self._waiters.add(waiter)
+        self._wake.set()
+        return self.generation
+
+    def kick(self) -> None:
+        """Ask for a commit soon without waiting for it (writes nobody acknowledges yet)."""
+        self._wake.set()
+
+    def forget(self, waiter: AckWaiter) -> None:
+        self._waiters.discard(waiter)
+
+    async def run(self) -> None:
+        """Commit loop; runs until cancelled."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self.commit()
+
+    async def commit(self) -> None:
+        """Flush everything queued so far and release the waiting acknowledgements."""
+        generation = self.generation
+        self.generation += 1
+        if self._store is not None:
+            await self._store.flush()
+        self.committed = generation
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        for waiter in waiters:
+            waiter.release_acks(generation)

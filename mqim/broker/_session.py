@@ -1,0 +1,259 @@
+"""One MQTT session: subscriptions, the outgoing queue and the in-flight window.
+
+The queue is the session's list of QoS 1/2 messages not yet acknowledged by the client. Each
+entry is either pending (not yet sent on the current connection) or in flight (sent, waiting for
+PUBACK / PUBREC / PUBCOMP). Nothing leaves the queue because of a timer: an in-flight message is
+sent again with DUP=1 when a persistent session reconnects (MQTT-4.4.0-1), and only the client's
+acknowledgement or the queue bound removes it. When the bound is reached the oldest pending
+entries leave first and the session is told to `sync` (the messages remain in storage).
+
+Synchronous: the connection and the hub call into it from the event loop.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from mqim.acl import Identity
+from mqim.broker._codec import PUBREL, encode_ack, encode_publish, encode_str
+from mqim.storage import QueuedMessage, SessionStore
+
+if TYPE_CHECKING:
+    from mqim.broker._settings import BrokerSettings
+
+
+class Writer(Protocol):
+    """The part of a connection a session writes to."""
+
+    writable: bool
+
+    def write(self, data: bytes) -> None: ...
+
+
+class Outgoing:
+    """A queued QoS 1/2 delivery."""
+
+    __slots__ = ("payload", "pid", "qid", "qos", "released", "retain", "topic", "topic_enc")
+
+    def __init__(self, *, qid: int, topic: str, topic_enc: bytes, payload: bytes, qos: int, retain: bool) -> None:
+        self.qid = qid
+        self.topic = topic
+        self.topic_enc = topic_enc
+        self.payload = payload
+        self.qos = qos
+        self.retain = retain
+        self.pid = 0  # 0: pending, not sent on this connection
+        self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+
+    @property
+    def size(self) -> int:
+        return len(self.payload) + len(self.topic_enc)
+
+
+class Session:
+    """State of one client id, connected or not."""
+
+    __slots__ = (
+        "_next_pid",
+        "_next_qid",
+        "client_id",
+        "conn",
+        "disconnected_at",
+        "dropped_qos0",
+        "evicted",
+        "identity",
+        "incoming_qos2",
+        "inflight",
+        "is_bridge",
+        "overflow_qid",
+        "pending",
+        "persistent",
+        "queue",
+        "queued_bytes",
+        "settings",
+        "store",
+        "subscriptions",
+    )
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        identity: Identity | None,
+        persistent: bool,
+        settings: BrokerSettings,
+        store: SessionStore | None,
+    ) -> None:
+        self.client_id = client_id
+        self.identity = identity
+        self.persistent = persistent
+        self.settings = settings
+        self.store = store if persistent else None
+        self.subscriptions: dict[str, int] = {}
+        self.conn: Writer | None = None
+        self.queue: dict[int, Outgoing] = {}
+        self.pending: deque[Outgoing] = deque()
+        self.inflight: dict[int, Outgoing] = {}
+        self.incoming_qos2: set[int] = set()
+        self.queued_bytes = 0
+        self.disconnected_at: float | None = None
+        self.dropped_qos0 = 0
+        self.evicted = 0
+        self.overflow_qid = 0  # qid of the queued "please sync" event, 0 when none is queued
+        self.is_bridge = False
+        self._next_qid = 1
+        self._next_pid = 1
+
+    @property
+    def user(self) -> str | None:
+        return self.identity.user if self.identity is not None else None
+
+    # -- delivery ------------------------------------------------------------------------------
+    def deliver(self, topic: str, topic_enc: bytes, payload: bytes, qos: int, *, retain: bool = False) -> int:
+        """Deliver or queue one message at the already-downgraded `qos`.
+
+        Returns the number of entries evicted to respect the queue bounds (the caller then
+        tells the session to sync). Durable writes are queued on the session store.
+        """
+        conn = self.conn
+        if qos == 0:
+            # QoS 0 is at most once: it is not queued for an absent or congested client.
+            if conn is not None and conn.writable:
+                conn.write(encode_publish(topic=topic_enc, payload=payload, qos=0, retain=retain))
+            else:
+                self.dropped_qos0 += 1
+            return 0
+        if conn is None and not self.persistent:
+            return 0
+        msg = Outgoing(
+            qid=self._next_qid, topic=topic, topic_enc=topic_enc, payload=payload, qos=qos, retain=retain
+        )
+        self._next_qid += 1
+        self.queue[msg.qid] = msg
+        self.pending.append(msg)
+        self.queued_bytes += msg.size
+        if self.store is not None:
+            self.store.enqueue(self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=qos))
+        evicted = self._enforce_bounds()
+        self.pump()
+        return evicted
+
+    def _enforce_bounds(self) -> int:
+        limits = self.settings
+        evicted: list[int] = []
+        while self.pending and (
+            len(self.queue) > limits.max_queue_messages or self.queued_bytes > limits.max_queue_bytes
+        ):
+            old = self.pending.popleft()
+            del self.queue[old.qid]
+            self.queued_bytes -= old.size
+            evicted.append(old.qid)
+            if old.qid == self.overflow_qid:
+                self.overflow_qid = 0
+        if evicted:
+            self.evicted += len(evicted)
+            if self.store is not None:
+                self.store.dequeue(self.client_id, evicted)
+        return len(evicted)
+
+    def pump(self) -> None:
+        """Send pending messages while the client is writable and the window has room."""
+        conn = self.conn
+        if conn is None:
+            return
+        pending = self.pending
+        inflight = self.inflight
+        window = self.settings.max_inflight
+        while pending and conn.writable and len(inflight) < window:
+            msg = pending.popleft()
+            pid = self._alloc_pid()
+            msg.pid = pid
+            inflight[pid] = msg
+            conn.write(
+                encode_publish(
+                    topic=msg.topic_enc, payload=msg.payload, qos=msg.qos, retain=msg.retain, packet_id=pid
+                )
+            )
+
+    def _alloc_pid(self) -> int:
+        pid = self._next_pid
+        inflight = self.inflight
+        # The window (<= 65535) guarantees a free id exists.
+        while pid in inflight:
+            pid = pid % 65535 + 1
+        self._next_pid = pid % 65535 + 1
+        return pid
+
+    # -- acknowledgements ----------------------------------------------------------------------
+    def on_puback(self, pid: int) -> Outgoing | None:
+        """QoS 1 delivery acknowledged: drop it from the queue. Returns the message, if known."""
+        msg = self.inflight.get(pid)
+        if msg is None or msg.qos != 1:
+            return None
+        del self.inflight[pid]
+        self._forget(msg)
+        self.pump()
+        return msg
+
+    def on_pubrec(self, pid: int) -> Outgoing | None:
+        """QoS 2 step 2: the client has the message; answer PUBREL and keep the id until PUBCOMP."""
+        msg = self.inflight.get(pid)
+        if self.conn is not None:
+            self.conn.write(encode_ack(PUBREL, pid))
+        if msg is None or msg.qos != 2 or msg.released:
+            return None
+        msg.released = True
+        self._forget(msg)
+        return msg
+
+    def on_pubcomp(self, pid: int) -> None:
+        """QoS 2 step 4: the packet id is free again."""
+        msg = self.inflight.get(pid)
+        if msg is not None and msg.released:
+            del self.inflight[pid]
+            self.pump()
+
+    def _forget(self, msg: Outgoing) -> None:
+        if self.queue.pop(msg.qid, None) is not None:
+            self.queued_bytes -= msg.size
+            if self.store is not None:
+                self.store.dequeue(self.client_id, (msg.qid,))
+        if msg.qid == self.overflow_qid:
+            self.overflow_qid = 0
+
+    # -- connection lifecycle ------------------------------------------------------------------
+    def attach(self, conn: Writer) -> None:
+        """A connection took this session: resend what was in flight (DUP=1), then pump."""
+        self.conn = conn
+        self.disconnected_at = None
+        for pid, msg in self.inflight.items():
+            if msg.released:
+                conn.write(encode_ack(PUBREL, pid))
+            else:
+                # MQTT-4.4.0-1: resend unacknowledged PUBLISH packets with the same id and DUP set.
+                conn.write(
+                    encode_publish(
+                        topic=msg.topic_enc, payload=msg.payload, qos=msg.qos, retain=msg.retain, dup=True,
+                        packet_id=pid,
+                    )
+                )
+        self.pump()
+
+    def detach(self, now: float) -> None:
+        """The connection went away; in-flight entries stay for redelivery on reconnect."""
+        self.conn = None
+        self.disconnected_at = now
+
+    def restore(self, queued: list[QueuedMessage], topic_encoder: dict[str, bytes]) -> None:
+        """Refill the queue from durable storage after a restart (retain flag is 0 on replay)."""
+        for entry in queued:
+            enc = topic_encoder.get(entry.topic)
+            if enc is None:
+                enc = topic_encoder[entry.topic] = encode_str(entry.topic)
+            msg = Outgoing(qid=entry.qid, topic=entry.topic, topic_enc=enc, payload=entry.payload,
+                           qos=entry.qos, retain=False)
+            self.queue[msg.qid] = msg
+            self.pending.append(msg)
+            self.queued_bytes += msg.size
+            self._next_qid = max(self._next_qid, entry.qid + 1)

@@ -1,0 +1,108 @@
+"""MQTT over WebSocket: adapts a `websockets` connection to the transport `MqttConnection` uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import websockets
+from websockets.asyncio.server import ServerConnection
+
+if TYPE_CHECKING:
+    from mqim.broker._connection import MqttConnection
+
+log = logging.getLogger("mqim.broker.ws")
+
+_HIGH_WATER = 256  # queued frames before the connection is told to stop writing
+
+
+class WsTransport(asyncio.Transport):
+    """Minimal transport over a WebSocket: binary frames out through an owned sender task."""
+
+    def __init__(self, *, websocket: ServerConnection, protocol: MqttConnection) -> None:
+        super().__init__()
+        self._ws = websocket
+        self._protocol = protocol
+        self._outbox: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._closing = False
+        self._paused_writing = False
+        self.reading = asyncio.Event()
+        self.reading.set()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._ws.remote_address
+        if name in ("peercert", "ssl_object"):
+            return self._ws.transport.get_extra_info(name, default)
+        return default
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing:
+            return
+        self._outbox.put_nowait(bytes(data))
+        if not self._paused_writing and self._outbox.qsize() > _HIGH_WATER:
+            self._paused_writing = True
+            self._protocol.pause_writing()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def close(self) -> None:
+        if not self._closing:
+            self._closing = True
+            self._outbox.put_nowait(None)
+
+    def abort(self) -> None:
+        self.close()
+        self._ws.transport.abort()
+
+    def pause_reading(self) -> None:
+        self.reading.clear()
+
+    def resume_reading(self) -> None:
+        self.reading.set()
+
+    def is_reading(self) -> bool:
+        return self.reading.is_set()
+
+    async def send_loop(self) -> None:
+        """Send queued frames in order until closed."""
+        while True:
+            data = await self._outbox.get()
+            if data is None:
+                await self._ws.close()
+                return
+            try:
+                await self._ws.send(data)
+            except websockets.ConnectionClosed:
+                self._closing = True
+                return
+            if self._paused_writing and self._outbox.qsize() < _HIGH_WATER // 4:
+                self._paused_writing = False
+                self._protocol.resume_writing()
+
+
+async def serve_websocket(websocket: ServerConnection, protocol: MqttConnection) -> None:
+    """Run one MQTT-over-WebSocket connection until it closes."""
+    transport = WsTransport(websocket=websocket, protocol=protocol)
+    protocol.connection_made(transport)
+    error: Exception | None = None
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(transport.send_loop(), name="mqim-ws-send")
+            try:
+                async for message in websocket:
+                    if isinstance(message, str):
+                        log.warning("text frame on an MQTT WebSocket from %s; closing", websocket.remote_address)
+                        break
+                    protocol.data_received(message)
+                    if transport.is_closing():
+                        break
+                    await transport.reading.wait()
+            except websockets.ConnectionClosed as exc:
+                error = exc
+            finally:
+                transport.close()
+    finally:
+        protocol.connection_lost(error)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import socket
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -56,25 +58,36 @@ class Users:
         await self.server.storage.add_user(user, password=PASSWORD, kind=kind)
         return user
 
-    def client(self, user: str | None, *, password: str | None = PASSWORD, client_id: str | None = None,
-               clean_session: bool = True, **kwargs: object) -> Paho:
+    def client(
+        self,
+        user: str | None,
+        *,
+        password: str | None = PASSWORD,
+        client_id: str | None = None,
+        clean_session: bool = True,
+        **kwargs: Any,
+    ) -> Paho:
         cid = client_id if client_id is not None else f"{user}-c{next(self._ids)}"
-        client = Paho(port=self.server.port(), user=user, password=password, client_id=cid,
-                      clean_session=clean_session, **kwargs)  # type: ignore[arg-type]
+        client = Paho(
+            port=self.server.port(),
+            user=user,
+            password=password,
+            client_id=cid,
+            clean_session=clean_session,
+            **kwargs,
+        )
         self._clients.append(client)
         return client
 
-    async def connected(self, user: str, **kwargs: object) -> Paho:
-        client = self.client(user, **kwargs)  # type: ignore[arg-type]
+    async def connected(self, user: str, **kwargs: Any) -> Paho:
+        client = self.client(user, **kwargs)
         await client.connect()
         return client
 
     def close_all(self) -> None:
         for client in self._clients:
-            try:
+            with contextlib.suppress(Exception):  # best-effort cleanup of test clients
                 client.close()
-            except Exception:  # noqa: BLE001 - best-effort cleanup of test clients
-                pass
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mqim.acl import Identity
-from mqim.storage import Storage
+from mqim.acl import Identity, IdentityKind
+from mqim.storage import AccountKind, Storage
 
 log = logging.getLogger("mqim.broker.auth")
 
@@ -62,4 +62,7 @@ class StorageAuthenticator:
         if record is None:
             log.info("authentication failed for user %r from %s", request.username, request.remote_address)
             return None
-        return Identity(user=record.user_id, client_id=request.client_id, kind=str(record.kind))
+        kind: IdentityKind = "service" if record.kind == AccountKind.SERVICE else (
+            "bridge" if record.kind == AccountKind.BRIDGE else "user"
+        )
+        return Identity(user=record.user_id, client_id=request.client_id, kind=kind)

@@ -104,8 +104,11 @@ class MqimBroker(Broker):  # type: ignore[misc]
         listener_cfg: dict[str, Any] = {}
         for index, spec in enumerate(listeners):
             name = "default" if index == 0 else spec.name
-            cfg: dict[str, Any] = {"type": spec.kind, "bind": f"{spec.host}:{spec.port}",
-                                   "max_connections": spec.max_connections}
+            cfg: dict[str, Any] = {
+                "type": spec.kind,
+                "bind": f"{spec.host}:{spec.port}",
+                "max_connections": spec.max_connections,
+            }
             if spec.certfile is not None:
                 cfg.update(ssl=True, certfile=str(spec.certfile), keyfile=str(spec.keyfile))
                 if spec.cafile is not None:
@@ -218,19 +221,31 @@ class MqimBroker(Broker):  # type: ignore[misc]
 
     # amqtt override: our own protocol for TCP, our own adapter for WebSocket.
     async def _create_server_instance(
-        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int,
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
         ssl_context: ssl.SSLContext | None,
     ) -> Any:
         if listener_type == ListenerType.TCP:
             loop = asyncio.get_running_loop()
             return await loop.create_server(
                 partial(MqttConnection, broker=self, listener=listener_name),
-                address, port, ssl=ssl_context, reuse_address=True, backlog=4096,
+                address,
+                port,
+                ssl=ssl_context,
+                reuse_address=True,
+                backlog=4096,
             )
         if listener_type == ListenerType.WS:
             return await websockets.serve(
-                partial(self._ws_connected, listener_name=listener_name), address, port, ssl=ssl_context,
-                subprotocols=[websockets.Subprotocol("mqtt")], max_size=self.settings.max_packet_bytes + 8,
+                partial(self._ws_connected, listener_name=listener_name),
+                address,
+                port,
+                ssl=ssl_context,
+                subprotocols=[websockets.Subprotocol("mqtt")],
+                max_size=self.settings.max_packet_bytes + 8,
             )
         raise ConfigError(f"unsupported listener type {listener_type}")
 
@@ -268,8 +283,14 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 if conn.state in (State.AWAIT_CONNECT, State.AUTHENTICATING):
                     if now - conn.opened_at > timeout:
                         conn.close("no CONNECT in time", abort=True)
-                elif conn.state is State.CONNECTED and conn.keepalive > 0 and now - conn.last_rx > conn.keepalive:
-                    log.info("keepalive expired for %s", conn.session.client_id if conn.session else conn.peer)
+                elif (
+                    conn.state is State.CONNECTED
+                    and conn.keepalive > 0
+                    and now - conn.last_rx > conn.keepalive
+                ):
+                    log.info(
+                        "keepalive expired for %s", conn.session.client_id if conn.session else conn.peer
+                    )
                     conn.close("keepalive expired", abort=True)
             if now - last_expiry > 10:
                 last_expiry = now
@@ -280,8 +301,11 @@ class MqimBroker(Broker):  # type: ignore[misc]
         """Ask every amqtt auth plugin (mqim's included); all answers that are not None must be True."""
         transport = conn.transport
         request = ConnectRequest(
-            username=connect.username, password=connect.password, client_id=connect.client_id,
-            listener=self._names.get(conn.listener, conn.listener), remote_address=conn.peer,
+            username=connect.username,
+            password=connect.password,
+            client_id=connect.client_id,
+            listener=self._names.get(conn.listener, conn.listener),
+            remote_address=conn.peer,
             peer_cert=transport.get_extra_info("peercert") if transport is not None else None,
             bridge=connect.bridge,
         )
@@ -301,7 +325,12 @@ class MqimBroker(Broker):  # type: ignore[misc]
         session = conn.session
         if connect is None or connect.will_topic is None or connect.will_payload is None:
             return
-        topic, payload, qos, retain = connect.will_topic, connect.will_payload, connect.will_qos, connect.will_retain
+        topic, payload, qos, retain = (
+            connect.will_topic,
+            connect.will_payload,
+            connect.will_qos,
+            connect.will_retain,
+        )
         connect.will_topic = None
         if retain:
             self.hub.retain(topic, payload, qos)
@@ -316,7 +345,9 @@ class MqimBroker(Broker):  # type: ignore[misc]
             return None
         self.hub.counters.acl_denied_publish += 1
         log.info("%s may not publish on %r", identity.user or conn.peer, pub.topic)
-        self.tell_error(identity, pub.payload, ErrorCode.FORBIDDEN, f"publishing on {pub.topic!r} is not allowed")
+        self.tell_error(
+            identity, pub.payload, ErrorCode.FORBIDDEN, f"publishing on {pub.topic!r} is not allowed"
+        )
         return "forbidden"
 
     def tell_error(self, identity: Identity, payload: bytes, code: ErrorCode, message: str) -> None:
@@ -337,15 +368,25 @@ class MqimBroker(Broker):  # type: ignore[misc]
         """Accept the `$SYS/broker/connection/{name}/state` notices a Mosquitto bridge sends."""
         session = conn.session
         parts = pub.topic.split("/")
-        if (session is not None and session.is_bridge and len(parts) == 5 and parts[:3] == ["$SYS", "broker",
-                "connection"] and parts[4] == "state"):
-            self.bridge_status[parts[3]] = {"state": pub.payload.decode("utf-8", "replace"), "ts": time.time(),
-                                            "client_id": session.client_id}
+        if (
+            session is not None
+            and session.is_bridge
+            and len(parts) == 5
+            and parts[:3] == ["$SYS", "broker", "connection"]
+            and parts[4] == "state"
+        ):
+            self.bridge_status[parts[3]] = {
+                "state": pub.payload.decode("utf-8", "replace"),
+                "ts": time.time(),
+                "client_id": session.client_id,
+            }
             return True
         return False
 
     # -- BrokerPort (in-process logic service) -------------------------------------------------
-    def attach_listener(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+    def attach_listener(
+        self, topic_filter: str, callback: Callable[[str, bytes], None]
+    ) -> Callable[[], None]:
         return self.hub.attach_listener(topic_filter, callback)
 
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:

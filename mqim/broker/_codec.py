@@ -329,7 +329,13 @@ def encode_str(text: str) -> bytes:
 
 
 def encode_publish(
-    *, topic: bytes, payload: bytes, qos: int, retain: bool = False, dup: bool = False, packet_id: int | None = None
+    *,
+    topic: bytes,
+    payload: bytes,
+    qos: int,
+    retain: bool = False,
+    dup: bool = False,
+    packet_id: int | None = None,
 ) -> bytes:
     """PUBLISH. `topic` is the pre-encoded length-prefixed topic (see `encode_str`), so fan-out
     encodes it once for every recipient."""

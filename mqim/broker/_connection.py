@@ -57,6 +57,7 @@ class MqttConnection(asyncio.Protocol):
         self._backlog: list[tuple[int, int, bytes]] = []
         self._deferred: deque[tuple[int, bytes]] = deque()  # (commit generation, ack bytes)
         self._clean_disconnect = False
+        self.closing = False
         self.close_reason = ""
 
     # -- asyncio.Protocol ----------------------------------------------------------------------
@@ -81,9 +82,9 @@ class MqttConnection(asyncio.Protocol):
                     self._on_first_packet()
                 return
             for packet_type, flags, body in frames:
+                if self.closing:
+                    return  # nothing is read after DISCONNECT or a violation
                 self._dispatch(packet_type, flags, body)
-                if self.state is State.CLOSED:
-                    return
         except ProtocolViolation as exc:
             self._violation(str(exc))
 
@@ -123,6 +124,7 @@ class MqttConnection(asyncio.Protocol):
         if self.state is State.CLOSED and self.transport is None:
             return
         self.close_reason = self.close_reason or reason
+        self.closing = True
         transport = self.transport
         if transport is not None and not transport.is_closing():
             if abort:
@@ -185,7 +187,9 @@ class MqttConnection(asyncio.Protocol):
         if identity is None:
             self._refuse(c.REFUSED_BAD_CREDENTIALS, f"bad credentials for user {connect.username!r}")
             return
-        if connect.will_topic is not None and not self.hub.acl.allowed(identity, Action.PUBLISH, connect.will_topic):
+        if connect.will_topic is not None and not self.hub.acl.allowed(
+            identity, Action.PUBLISH, connect.will_topic
+        ):
             self._refuse(c.REFUSED_NOT_AUTHORIZED, f"will topic {connect.will_topic!r} not allowed")
             return
         self._start_session(connect, identity)
@@ -209,7 +213,9 @@ class MqttConnection(asyncio.Protocol):
                 hub.disconnected(existing) if not connect.clean_session else None
                 old.state = State.CLOSED
                 old.close("session taken over", abort=True)
-        session, present = hub.open_session(client_id=client_id, identity=identity, clean=connect.clean_session)
+        session, present = hub.open_session(
+            client_id=client_id, identity=identity, clean=connect.clean_session
+        )
         session.is_bridge = connect.bridge
         self.session = session
         self.identity = identity
@@ -222,9 +228,9 @@ class MqttConnection(asyncio.Protocol):
         backlog, self._backlog = self._backlog, []
         try:
             for packet_type, flags, body in backlog:
-                self._dispatch(packet_type, flags, body)
-                if self.state is State.CLOSED:
+                if self.closing:
                     return
+                self._dispatch(packet_type, flags, body)
         except ProtocolViolation as exc:
             self._violation(str(exc))
 
@@ -332,10 +338,15 @@ class MqttConnection(asyncio.Protocol):
             if not is_valid_filter(topic_filter):
                 codes.append(c.SUBACK_FAILURE)
                 continue
-            if (topic_filter not in session.subscriptions
-                    and len(session.subscriptions) >= settings.max_subscriptions_per_session):
-                log.info("%s: subscription limit %d reached", session.client_id,
-                         settings.max_subscriptions_per_session)
+            if (
+                topic_filter not in session.subscriptions
+                and len(session.subscriptions) >= settings.max_subscriptions_per_session
+            ):
+                log.info(
+                    "%s: subscription limit %d reached",
+                    session.client_id,
+                    settings.max_subscriptions_per_session,
+                )
                 codes.append(c.SUBACK_FAILURE)
                 continue
             if not hub.acl.allowed(identity, Action.SUBSCRIBE, topic_filter):
@@ -352,8 +363,12 @@ class MqttConnection(asyncio.Protocol):
 
     def info(self) -> dict[str, Any]:
         """A snapshot for `mqim status`."""
-        return {"peer": self.peer, "listener": self.listener, "state": self.state.name,
-                "client_id": self.session.client_id if self.session else None}
+        return {
+            "peer": self.peer,
+            "listener": self.listener,
+            "state": self.state.name,
+            "client_id": self.session.client_id if self.session else None,
+        }
 
 
 def _valid_publish_topic(topic: str) -> bool:

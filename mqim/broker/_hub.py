@@ -93,9 +93,14 @@ class Hub:
         """Rebuild state from durable storage after a start."""
         now = time.time()
         for stored in sessions:
-            identity = Identity(user=stored.user, client_id=stored.client_id, kind="user") if stored.user else None
+            identity = (
+                Identity(user=stored.user, client_id=stored.client_id, kind="user") if stored.user else None
+            )
             session = Session(
-                client_id=stored.client_id, identity=identity, persistent=True, settings=self.settings,
+                client_id=stored.client_id,
+                identity=identity,
+                persistent=True,
+                settings=self.settings,
                 store=self.store,
             )
             session.restore(stored.queue, self._topic_cache)
@@ -163,8 +168,13 @@ class Hub:
             return  # one pending notice is enough until the client has read it
         topic = inbox_topic(user, InboxKind.EVENT)
         body = json.dumps(
-            {"v": 1, "type": "queue_overflow", "dropped": session.evicted, "action": "sync",
-             "message": "your offline queue was full; call sync to fetch what you missed"}
+            {
+                "v": 1,
+                "type": "queue_overflow",
+                "dropped": session.evicted,
+                "action": "sync",
+                "message": "your offline queue was full; call sync to fetch what you missed",
+            }
         ).encode()
         session.overflow_qid = -1  # guard against recursion while delivering the notice
         session.deliver(topic, self.encode_topic(topic), body, 1)
@@ -178,7 +188,9 @@ class Hub:
             return True
         if topic not in self.retained and len(self.retained) >= self.settings.max_retained:
             self.counters.retained_refused += 1
-            log.warning("retained message on %r refused: max_retained=%d reached", topic, self.settings.max_retained)
+            log.warning(
+                "retained message on %r refused: max_retained=%d reached", topic, self.settings.max_retained
+            )
             return False
         self.retained[topic] = (payload, qos)
         if self.store is not None:
@@ -212,7 +224,10 @@ class Hub:
         if session.persistent and self.store is not None:
             ts = int(session.disconnected_at) if session.disconnected_at else None
             self.store.save_session(
-                session.client_id, user=session.user, subscriptions=dict(session.subscriptions), disconnected_ts=ts
+                session.client_id,
+                user=session.user,
+                subscriptions=dict(session.subscriptions),
+                disconnected_ts=ts,
             )
 
     # -- sessions ------------------------------------------------------------------------------
@@ -230,7 +245,11 @@ class Hub:
             existing.identity = identity
             return existing, True
         session = Session(
-            client_id=client_id, identity=identity, persistent=not clean, settings=self.settings, store=self.store
+            client_id=client_id,
+            identity=identity,
+            persistent=not clean,
+            settings=self.settings,
+            store=self.store,
         )
         self.sessions[client_id] = session
         self._save(session)
@@ -272,15 +291,20 @@ class Hub:
     def expire_sessions(self, now: float) -> int:
         """Drop persistent sessions disconnected for longer than `session_expiry_s`."""
         limit = now - self.settings.session_expiry_s
-        stale = [s for s in self.sessions.values() if s.conn is None and s.disconnected_at is not None
-                 and s.disconnected_at < limit]
+        stale = [
+            s
+            for s in self.sessions.values()
+            if s.conn is None and s.disconnected_at is not None and s.disconnected_at < limit
+        ]
         for session in stale:
             log.info("session %r expired", session.client_id)
             self.drop_session(session)
         return len(stale)
 
     # -- in-process listeners (BrokerPort) -----------------------------------------------------
-    def attach_listener(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+    def attach_listener(
+        self, topic_filter: str, callback: Callable[[str, bytes], None]
+    ) -> Callable[[], None]:
         listener_id = next(self._listener_ids)
         self._listener_callbacks[listener_id] = callback
         self.listeners.add(listener_id, topic_filter, 2)

@@ -110,7 +110,9 @@ class SubscriptionIndex(Generic[K]):
         self._walk(root, levels, 0, result, dollar)
         return result
 
-    def _walk(self, node: _Node[K], levels: list[str], index: int, result: dict[K, int], dollar: bool) -> None:
+    def _walk(
+        self, node: _Node[K], levels: list[str], index: int, result: dict[K, int], dollar: bool
+    ) -> None:
         skip_wild = dollar and index == 0
         if node.hash_subs and not skip_wild:
             # "a/#" also matches "a" itself (MQTT-4.7.1-2), i.e. at any index >= its depth.

@@ -36,7 +36,9 @@ class Outgoing:
 
     __slots__ = ("payload", "pid", "qid", "qos", "released", "retain", "topic", "topic_enc")
 
-    def __init__(self, *, qid: int, topic: str, topic_enc: bytes, payload: bytes, qos: int, retain: bool) -> None:
+    def __init__(
+        self, *, qid: int, topic: str, topic_enc: bytes, payload: bytes, qos: int, retain: bool
+    ) -> None:
         self.qid = qid
         self.topic = topic
         self.topic_enc = topic_enc
@@ -134,7 +136,9 @@ class Session:
         self.pending.append(msg)
         self.queued_bytes += msg.size
         if self.store is not None:
-            self.store.enqueue(self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=qos))
+            self.store.enqueue(
+                self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=qos)
+            )
         evicted = self._enforce_bounds()
         self.pump()
         return evicted
@@ -234,7 +238,11 @@ class Session:
                 # MQTT-4.4.0-1: resend unacknowledged PUBLISH packets with the same id and DUP set.
                 conn.write(
                     encode_publish(
-                        topic=msg.topic_enc, payload=msg.payload, qos=msg.qos, retain=msg.retain, dup=True,
+                        topic=msg.topic_enc,
+                        payload=msg.payload,
+                        qos=msg.qos,
+                        retain=msg.retain,
+                        dup=True,
                         packet_id=pid,
                     )
                 )
@@ -251,8 +259,14 @@ class Session:
             enc = topic_encoder.get(entry.topic)
             if enc is None:
                 enc = topic_encoder[entry.topic] = encode_str(entry.topic)
-            msg = Outgoing(qid=entry.qid, topic=entry.topic, topic_enc=enc, payload=entry.payload,
-                           qos=entry.qos, retain=False)
+            msg = Outgoing(
+                qid=entry.qid,
+                topic=entry.topic,
+                topic_enc=enc,
+                payload=entry.payload,
+                qos=entry.qos,
+                retain=False,
+            )
             self.queue[msg.qid] = msg
             self.pending.append(msg)
             self.queued_bytes += msg.size

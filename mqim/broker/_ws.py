@@ -94,7 +94,9 @@ async def serve_websocket(websocket: ServerConnection, protocol: MqttConnection)
             try:
                 async for message in websocket:
                     if isinstance(message, str):
-                        log.warning("text frame on an MQTT WebSocket from %s; closing", websocket.remote_address)
+                        log.warning(
+                            "text frame on an MQTT WebSocket from %s; closing", websocket.remote_address
+                        )
                         break
                     protocol.data_received(message)
                     if transport.is_closing():

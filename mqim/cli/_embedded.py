@@ -75,7 +75,9 @@ class EmbeddedServer:
             self.broker = MqimBroker(
                 listeners=self.listeners,
                 settings=self.settings,
-                authenticator=StorageAuthenticator(storage=self.storage, allow_anonymous=self.allow_anonymous),
+                authenticator=StorageAuthenticator(
+                    storage=self.storage, allow_anonymous=self.allow_anonymous
+                ),
                 acl=self.acl,
                 session_store=self.session_store,
                 auto_subscriptions=default_auto_subscriptions,

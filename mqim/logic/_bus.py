@@ -27,7 +27,9 @@ class BrokerPort(Protocol):
     Both methods are synchronous: the broker routes in-process without awaiting.
     """
 
-    def attach_listener(self, topic_filter: str, callback: Callable[[str, bytes], None]) -> Callable[[], None]:
+    def attach_listener(
+        self, topic_filter: str, callback: Callable[[str, bytes], None]
+    ) -> Callable[[], None]:
         """Call `callback(topic, payload)` for every publish matching `topic_filter`.
 
         Returns a function that detaches the listener.

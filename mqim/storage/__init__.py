@@ -2,6 +2,7 @@
 
 from mqim.storage._base import SessionStore, Storage
 from mqim.storage._exceptions import AlreadyExists, Conflict, NotFound, StorageError, Unavailable
+from mqim.storage._passwords import hash_password, verify_password
 from mqim.storage._records import (
     AccountKind,
     AppendResult,
@@ -15,6 +16,8 @@ from mqim.storage._records import (
     StoredSession,
     UserRecord,
 )
+from mqim.storage._sqlite import SqliteStorage
+from mqim.storage._sqlite_sessions import SqliteSessionStore
 
 __all__ = [
     "AccountKind",
@@ -30,9 +33,13 @@ __all__ = [
     "RetainedRecord",
     "Role",
     "SessionStore",
+    "SqliteSessionStore",
+    "SqliteStorage",
     "Storage",
     "StorageError",
     "StoredSession",
     "Unavailable",
     "UserRecord",
+    "hash_password",
+    "verify_password",
 ]

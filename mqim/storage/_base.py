@@ -51,7 +51,9 @@ class Storage(abc.ABC):
 
     # -- users ---------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def add_user(self, user_id: str, *, password: str, kind: AccountKind = AccountKind.USER) -> UserRecord:
+    async def add_user(
+        self, user_id: str, *, password: str, kind: AccountKind = AccountKind.USER
+    ) -> UserRecord:
         """Create an account; raises `AlreadyExists` if the id is taken."""
 
     @abc.abstractmethod
@@ -93,7 +95,13 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def get_messages(
-        self, conv: str, *, after_seq: int = 0, before_seq: int | None = None, limit: int = 100, newest: bool = False
+        self,
+        conv: str,
+        *,
+        after_seq: int = 0,
+        before_seq: int | None = None,
+        limit: int = 100,
+        newest: bool = False,
     ) -> list[MessageRecord]:
         """Messages of `conv` with `after_seq < seq < before_seq`, in ascending seq order.
 
@@ -106,7 +114,9 @@ class Storage(abc.ABC):
 
     # -- groups --------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def create_group(self, group_id: str, *, name: str, owner: str, members: Sequence[str]) -> GroupRecord:
+    async def create_group(
+        self, group_id: str, *, name: str, owner: str, members: Sequence[str]
+    ) -> GroupRecord:
         """Create a group owned by `owner`; raises `AlreadyExists`."""
 
     @abc.abstractmethod
@@ -131,8 +141,9 @@ class Storage(abc.ABC):
 
     # -- cursors -------------------------------------------------------------------------------
     @abc.abstractmethod
-    async def advance_cursor(self, user_id: str, conv: str, *, read_seq: int | None = None,
-                             delivered_seq: int | None = None) -> ConvState:
+    async def advance_cursor(
+        self, user_id: str, conv: str, *, read_seq: int | None = None, delivered_seq: int | None = None
+    ) -> ConvState:
         """Move a user's cursors forward (never back) and return the resulting state."""
 
     @abc.abstractmethod
@@ -159,8 +170,9 @@ class SessionStore(abc.ABC):
         """Every stored session (with its queue, in qid order) and every retained message."""
 
     @abc.abstractmethod
-    def save_session(self, client_id: str, *, user: str | None, subscriptions: dict[str, int],
-                     disconnected_ts: int | None) -> None:
+    def save_session(
+        self, client_id: str, *, user: str | None, subscriptions: dict[str, int], disconnected_ts: int | None
+    ) -> None:
         """Create or replace a session's metadata (queued write)."""
 
     @abc.abstractmethod

@@ -33,7 +33,11 @@ async def test_ack_matches_the_stored_message(users: Users) -> None:
     stored = await users.server.storage.get_messages(ack["conv"])
     assert len(stored) == 1
     assert (ack["id"], ack["seq"], ack["server_id"], ack["ts"]) == (
-        stored[0].client_id, stored[0].seq, stored[0].server_id, stored[0].ts)
+        stored[0].client_id,
+        stored[0].seq,
+        stored[0].server_id,
+        stored[0].ts,
+    )
     assert stored[0].body["text"] == "hello"
 
 
@@ -70,7 +74,8 @@ async def test_alice_cannot_publish_as_bob_nor_read_bobs_inbox(users: Users) -> 
     await alice_c.subscribe(f"im/v1/u/{alice}/error")
     await alice_c.publish(f"im/v1/up/{bob}/msg", {"v": 1, "id": "forged", "to": carol, "text": "from bob"})
     error = (await alice_c.receive_on("/error")).json()
-    assert error["code"] == "forbidden" and error["ref"] == "forged"
+    assert error["code"] == "forbidden"
+    assert error["ref"] == "forged"
     await carol_c.nothing(0.5, suffix="/msg")
 
 
@@ -106,12 +111,16 @@ async def test_aiomqtt_client_round_trip(users: Users) -> None:
     port = users.server.port()
     async with (
         aiomqtt.Client("127.0.0.1", port, username=bob, password=PASSWORD, identifier=f"{bob}-aio") as bob_c,
-        aiomqtt.Client("127.0.0.1", port, username=alice, password=PASSWORD, identifier=f"{alice}-aio") as alice_c,
+        aiomqtt.Client(
+            "127.0.0.1", port, username=alice, password=PASSWORD, identifier=f"{alice}-aio"
+        ) as alice_c,
     ):
         await bob_c.subscribe(f"im/v1/u/{bob}/msg", qos=1)
-        await alice_c.publish(f"im/v1/up/{alice}/msg", json.dumps({"v": 1, "id": "a-1", "to": bob, "text": "yo"}),
-                              qos=1)
+        await alice_c.publish(
+            f"im/v1/up/{alice}/msg", json.dumps({"v": 1, "id": "a-1", "to": bob, "text": "yo"}), qos=1
+        )
         async for message in bob_c.messages:
-            body = json.loads(message.payload)  # type: ignore[arg-type]
-            assert body["text"] == "yo" and body["seq"] == 1
+            body = json.loads(message.payload)
+            assert body["text"] == "yo"
+            assert body["seq"] == 1
             break

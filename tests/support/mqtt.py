@@ -15,6 +15,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+_V5_TO_311 = {0: 0, 132: 1, 133: 2, 136: 3, 134: 4, 135: 5}
+
 
 @dataclass
 class Received:
@@ -32,14 +34,23 @@ class Paho:
     """A paho-mqtt client on its own network thread; awaitable helpers poll with timeouts."""
 
     def __init__(
-        self, *, port: int, user: str | None, password: str | None = None, client_id: str = "",
-        clean_session: bool = True, keepalive: int = 30, will: tuple[str, bytes, int, bool] | None = None,
+        self,
+        *,
+        port: int,
+        user: str | None,
+        password: str | None = None,
+        client_id: str = "",
+        clean_session: bool = True,
+        keepalive: int = 30,
+        will: tuple[str, bytes, int, bool] | None = None,
         auto_ack: bool = True,
     ) -> None:
         self.port = port
         self.messages: queue.Queue[Received] = queue.Queue()
         self.client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=clean_session,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=clean_session,
             protocol=paho.MQTTv311,
         )
         self.client.manual_ack_set(not auto_ack)
@@ -56,7 +67,9 @@ class Paho:
         self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        self.connack = (bool(flags.session_present), int(reason.value))
+        # paho reports a 3.1.1 return code as its MQTT 5 reason code; map it back.
+        code = _V5_TO_311.get(int(reason.value), int(reason.value))
+        self.connack = (bool(flags.session_present), code)
         self._connected.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
@@ -69,7 +82,8 @@ class Paho:
         self.client.connect("127.0.0.1", self.port, keepalive=self.keepalive)
         self.client.loop_start()
         ok = await asyncio.to_thread(self._connected.wait, 10)
-        assert ok and self.connack is not None, "no CONNACK"
+        assert ok, "no CONNACK"
+        assert self.connack is not None
         if expect_rc is not None:
             assert self.connack[1] == expect_rc, f"CONNACK {self.connack}"
         return self.connack
@@ -87,8 +101,9 @@ class Paho:
         assert await asyncio.to_thread(done.wait, 10), "no SUBACK"
         return granted[0]
 
-    async def publish(self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1,
-                      retain: bool = False) -> None:
+    async def publish(
+        self, topic: str, payload: bytes | str | dict[str, Any], qos: int = 1, retain: bool = False
+    ) -> None:
         if isinstance(payload, dict):
             payload = json.dumps(payload)
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -159,9 +174,16 @@ class Raw:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
 
     @staticmethod
-    def connect_packet(*, client_id: str, user: str | None = None, password: str | None = None,
-                       clean: bool = True, keepalive: int = 60, level: int = 4,
-                       will: tuple[str, bytes, int, bool] | None = None) -> bytes:
+    def connect_packet(
+        *,
+        client_id: str,
+        user: str | None = None,
+        password: str | None = None,
+        clean: bool = True,
+        keepalive: int = 60,
+        level: int = 4,
+        will: tuple[str, bytes, int, bool] | None = None,
+    ) -> bytes:
         flags = 0x02 if clean else 0
         payload = _str(client_id)
         if will is not None:
@@ -177,8 +199,9 @@ class Raw:
         return _frame(0x10, body)
 
     @staticmethod
-    def publish_packet(topic: str, payload: bytes, qos: int = 0, pid: int = 1, retain: bool = False,
-                       dup: bool = False) -> bytes:
+    def publish_packet(
+        topic: str, payload: bytes, qos: int = 0, pid: int = 1, retain: bool = False, dup: bool = False
+    ) -> bytes:
         first = 0x30 | (qos << 1) | (1 if retain else 0) | (0x08 if dup else 0)
         body = _str(topic) + (struct.pack("!H", pid) if qos else b"") + payload
         return _frame(first, body)

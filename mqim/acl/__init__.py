@@ -1,0 +1,61 @@
+"""Access control: who may publish, subscribe and receive. Pure: no I/O, no asyncio, no amqtt.
+
+The pieces: MQTT topic/filter matching with exact subset and intersection (`_matcher`), the rule
+model (`_rules`) and its text format (`_syntax`), the membership lookup (`_membership`), the
+built-in v1 rules (`_builtin`) and the caching evaluator (`_engine`).
+"""
+
+from mqim.acl._builtin import describe_builtins
+from mqim.acl._engine import DEFAULT_DENY, INVALID_REQUEST, MAX_CACHED_TOPIC_LENGTH, AclEngine, Decision
+from mqim.acl._exceptions import AclError, InvalidIdentity, InvalidRule, RuleSyntaxError
+from mqim.acl._matcher import (
+    MAX_TOPIC_BYTES,
+    filter_is_subset,
+    filters_intersect,
+    is_valid_filter,
+    is_valid_topic,
+    split_shared,
+    topic_matches,
+)
+from mqim.acl._membership import (
+    MembershipIndex,
+    MembershipListener,
+    MembershipLookup,
+    ObservableMembership,
+)
+from mqim.acl._rules import Action, Effect, Identity, IdentityKind, Rule, Subject, SubjectKind
+from mqim.acl._syntax import format_rule, parse_rule, parse_rules
+
+__all__ = [
+    "DEFAULT_DENY",
+    "INVALID_REQUEST",
+    "MAX_CACHED_TOPIC_LENGTH",
+    "MAX_TOPIC_BYTES",
+    "AclEngine",
+    "AclError",
+    "Action",
+    "Decision",
+    "Effect",
+    "Identity",
+    "IdentityKind",
+    "InvalidIdentity",
+    "InvalidRule",
+    "MembershipIndex",
+    "MembershipListener",
+    "MembershipLookup",
+    "ObservableMembership",
+    "Rule",
+    "RuleSyntaxError",
+    "Subject",
+    "SubjectKind",
+    "describe_builtins",
+    "filter_is_subset",
+    "filters_intersect",
+    "format_rule",
+    "is_valid_filter",
+    "is_valid_topic",
+    "parse_rule",
+    "parse_rules",
+    "split_shared",
+    "topic_matches",
+]

@@ -1,0 +1,64 @@
+"""`mqim bench`: measure mqim against stock amqtt and Mosquitto in the same run.
+
+The harness starts each target broker itself on a free loopback port (or reaches an external one
+by URL), drives it with load generators in separate processes (paho-mqtt), and reports
+throughput, latency percentiles, loss, fan-out and memory per connection::
+
+    report = run("all", targets=["mosquitto", "amqtt", "mqim"], progress=print)
+    print(format_report(report))
+"""
+
+from mqim.bench._exceptions import (
+    BenchError,
+    PhaseError,
+    TargetError,
+    TargetUnsupported,
+    TrackingLimitExceeded,
+    UnknownScenario,
+    UnknownTarget,
+    WorkerError,
+    WorkerTimeout,
+)
+from mqim.bench._histogram import Histogram, HistogramSnapshot
+from mqim.bench._loss import LossStats, SequenceChecker
+from mqim.bench._machine import MachineInfo, machine_info
+from mqim.bench._report import BenchReport, ScenarioResult, format_report
+from mqim.bench._runner import ALL, DEFAULT_BUDGET_S, DEFAULT_RATE, run, scenario_names
+from mqim.bench._targets import BUILTIN_TARGETS, MqimTarget, Target, make_target
+from mqim.bench.scenarios import SCENARIOS, BenchParams
+
+run_bench = run
+"""Alias of `run`."""
+
+__all__ = [
+    "ALL",
+    "BUILTIN_TARGETS",
+    "DEFAULT_BUDGET_S",
+    "DEFAULT_RATE",
+    "SCENARIOS",
+    "BenchError",
+    "BenchParams",
+    "BenchReport",
+    "Histogram",
+    "HistogramSnapshot",
+    "LossStats",
+    "MachineInfo",
+    "MqimTarget",
+    "PhaseError",
+    "ScenarioResult",
+    "SequenceChecker",
+    "Target",
+    "TargetError",
+    "TargetUnsupported",
+    "TrackingLimitExceeded",
+    "UnknownScenario",
+    "UnknownTarget",
+    "WorkerError",
+    "WorkerTimeout",
+    "format_report",
+    "machine_info",
+    "make_target",
+    "run",
+    "run_bench",
+    "scenario_names",
+]

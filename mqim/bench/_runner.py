@@ -1,0 +1,208 @@
+"""Run scenarios against targets, target by target, within a time budget."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from mqim.bench._exceptions import BenchError, TargetError, UnknownScenario
+from mqim.bench._machine import machine_info
+from mqim.bench._report import BenchReport, ScenarioResult
+from mqim.bench._targets import Target, make_target
+from mqim.bench.scenarios import SCENARIOS, BenchParams, Scenario, ScenarioContext
+
+ALL = "all"
+"""The pseudo-scenario that runs every scenario."""
+
+DEFAULT_BUDGET_S = 570.0
+"""Time budget of `all` when none is given: the whole run ends within 10 minutes."""
+
+DEFAULT_RATE = 1000
+"""Open-loop rate (msg/s) when none is given."""
+
+SCENARIO_TIMEOUT_FACTOR = 3.0
+"""A scenario is cut off after this many times its estimate (plus `SCENARIO_TIMEOUT_SLACK_S`)."""
+
+SCENARIO_TIMEOUT_SLACK_S = 60.0
+
+
+def _ignore(line: str) -> None:
+    return None
+
+
+def scenario_names(scenario: str) -> list[str]:
+    """The scenarios `scenario` stands for (`all`: every one).
+
+    Raises:
+        UnknownScenario: `scenario` is not registered.
+    """
+    if scenario == ALL:
+        return list(SCENARIOS)
+    if scenario not in SCENARIOS:
+        raise UnknownScenario(f"unknown scenario {scenario!r}: use one of {', '.join([*SCENARIOS, ALL])}")
+    return [scenario]
+
+
+def run(
+    scenario: str,
+    *,
+    targets: Sequence[str],
+    json_path: Path | None = None,
+    duration_s: float = 5.0,
+    rate: int | None = None,
+    progress: Callable[[str], None] = _ignore,
+    crowd_size: int = 10_000,
+    group_size: int = 1_000,
+    idle_size: int = 10_000,
+    budget_s: float | None = None,
+) -> BenchReport:
+    """Run `scenario` (or `all`) against each of `targets` and return the report.
+
+    Blocking: runs its own event loop (call it from synchronous code, e.g. a CLI command).
+
+    Args:
+        scenario: A scenario name (`p2p`, `p2p-crowd`, `group`, `idle`) or `all`.
+        targets: `mosquitto`, `amqtt`, `mqim`, or `mqtt://[user[:password]@]host[:port]` URLs.
+        json_path: Where to write the report as JSON, if anywhere.
+        duration_s: Length of each measurement phase.
+        rate: Open-loop publish rate in msg/s (default 1000).
+        progress: Receives progress lines while the run goes on.
+        crowd_size: Idle clients in `p2p-crowd`.
+        group_size: Subscribers in `group`.
+        idle_size: Connections in `idle`.
+        budget_s: Total time budget; scenarios that would not fit are skipped. Defaults to
+            9.5 minutes for `all`, none for a single scenario.
+
+    Raises:
+        UnknownScenario: `scenario` is not registered.
+        UnknownTarget: A target is neither a known name nor an mqtt:// URL.
+        ValueError: A parameter is out of range.
+    """
+    names = scenario_names(scenario)
+    if not targets:
+        raise ValueError("no targets given")
+    if duration_s <= 0 or (rate is not None and rate <= 0) or min(crowd_size, group_size, idle_size) < 1:
+        raise ValueError("durations, rates and sizes must be positive")
+    made = [make_target(t) for t in targets]
+    params = BenchParams(
+        duration_s=duration_s,
+        rate=rate if rate is not None else DEFAULT_RATE,
+        crowd_size=crowd_size,
+        group_size=group_size,
+        idle_size=idle_size,
+    )
+    if budget_s is None and scenario == ALL:
+        budget_s = DEFAULT_BUDGET_S
+    report = asyncio.run(_run(scenario, names, made, params, progress, budget_s))
+    if json_path is not None:
+        json_path.write_text(report.to_json())
+    return report
+
+
+async def _run(
+    scenario: str,
+    names: list[str],
+    targets: list[Target],
+    params: BenchParams,
+    progress: Callable[[str], None],
+    budget_s: float | None,
+) -> BenchReport:
+    machine = machine_info()
+    started = time.monotonic()
+    results: list[ScenarioResult] = []
+    with tempfile.TemporaryDirectory(prefix="mqim-bench-") as tmp:
+        for i, target in enumerate(targets):
+            deadline: float | None = None
+            if budget_s is not None:
+                # Each remaining target gets an equal share of what is left.
+                left = budget_s - (time.monotonic() - started)
+                deadline = time.monotonic() + left / (len(targets) - i)
+            workdir = Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", target.name)
+            workdir.mkdir(parents=True, exist_ok=True)
+            results.extend(await _run_target(target, names, params, workdir, progress, deadline))
+    return BenchReport(
+        scenario=scenario,
+        targets=[t.name for t in targets],
+        params=asdict(params),
+        machine=machine,
+        elapsed_s=time.monotonic() - started,
+        results=results,
+    )
+
+
+async def _run_target(
+    target: Target,
+    names: list[str],
+    params: BenchParams,
+    workdir: Path,
+    progress: Callable[[str], None],
+    deadline: float | None,
+) -> list[ScenarioResult]:
+    results: list[ScenarioResult] = []
+    progress(f"[{target.name}] starting")
+    try:
+        await target.start(workdir)
+    except TargetError as exc:
+        progress(f"[{target.name}] FAILED to start: {exc}")
+        return [
+            ScenarioResult(scenario=n, target=target.name, status="failed", error=str(exc)) for n in names
+        ]
+    progress(f"[{target.name}] started: {target.describe()}")
+    ctx = ScenarioContext(params=params, workdir=workdir, progress=progress, target_name=target.name)
+    try:
+        for i, name in enumerate(names):
+            scenario = SCENARIOS[name]
+            estimate = scenario.estimate_s(params) + target.provisioning_estimate_s(
+                len(scenario.accounts(params))
+            )
+            if deadline is not None and time.monotonic() + estimate > deadline:
+                left = max(0.0, deadline - time.monotonic())
+                why = f"time budget: needs ~{estimate:.0f} s, {left:.0f} s left for this target"
+                progress(f"[{target.name}] {name}: skipped ({why})")
+                results.append(ScenarioResult(scenario=name, target=target.name, status="skipped", error=why))
+                continue
+            results.append(await _run_scenario(ctx, scenario, target, workdir, estimate, restart=i > 0))
+    finally:
+        await target.stop()
+        progress(f"[{target.name}] stopped")
+    return results
+
+
+async def _run_scenario(
+    ctx: ScenarioContext, scenario: Scenario, target: Target, workdir: Path, estimate: float, *, restart: bool
+) -> ScenarioResult:
+    name = scenario.name
+    ctx.say(f"{name}: {scenario.summary(ctx.params)}")
+    started = time.monotonic()
+    timeout = estimate * SCENARIO_TIMEOUT_FACTOR + SCENARIO_TIMEOUT_SLACK_S
+    try:
+        if scenario.fresh_target and restart and target.restartable:
+            ctx.say("restarting the broker (this scenario measures its memory)")
+            await target.restart(workdir)
+        async with asyncio.timeout(timeout):
+            outcome = await scenario.run(ctx, target)
+    except (BenchError, OSError, TimeoutError) as exc:
+        error = str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            error = f"did not finish within {timeout:.0f} s"
+        ctx.say(f"{name}: FAILED: {error}")
+        return ScenarioResult(
+            scenario=name,
+            target=target.name,
+            status="failed",
+            error=error,
+            elapsed_s=time.monotonic() - started,
+        )
+    return ScenarioResult(
+        scenario=name,
+        target=target.name,
+        status="ok",
+        figures=outcome.figures,
+        details=outcome.details,
+        elapsed_s=time.monotonic() - started,
+    )

@@ -1,0 +1,427 @@
+"""The brokers under test: started by the harness on free loopback ports, or external.
+
+* ``mosquitto``: Debian's ``/usr/sbin/mosquitto`` with a generated config.
+* ``amqtt``: stock amqtt 0.12.1 (`mqim.bench._amqtt_target`) in the harness's own venv.
+* ``mqim``: ``python -m mqim.cli serve`` on a fresh data dir; bench users are created through
+  ``mqim user add``. `MqimTarget` holds every command line and provisioning step in one place.
+* ``mqtt://[user[:password]@]host[:port]``: a running broker, used as a plain topic relay.
+
+Every started process is stopped at the end: SIGTERM, a bounded wait, then SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import sys
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Literal
+from urllib.parse import unquote, urlsplit
+
+from mqim.bench._adapters import IM_RECEIVER, IM_SENDER, AdapterSpec
+from mqim.bench._exceptions import TargetError, TargetUnsupported, UnknownTarget
+from mqim.bench._procs import child_env, tail
+
+LOOPBACK = "127.0.0.1"
+
+START_TIMEOUT_S = 20.0
+"""How long a started broker may take to accept TCP connections."""
+
+STOP_TIMEOUT_S = 10.0
+"""How long a broker may take to exit after SIGTERM before it is killed."""
+
+CLI_TIMEOUT_S = 60.0
+"""How long one provisioning command (`mqim user add`) may run."""
+
+MOSQUITTO_MAX_QUEUED = 1_000_000
+"""Mosquitto's per-client queue (its default, 1,000, would drop messages of a slow subscriber)."""
+
+BUILTIN_TARGETS = ("mosquitto", "amqtt", "mqim")
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Return a TCP port that is free on `host` right now (bind to port 0, read, release)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def process_tree_rss(pid: int) -> int | None:
+    """Resident memory (VmRSS) of `pid` and all its descendants in bytes; None if `pid` is gone."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # The command name (field 2) may contain spaces; the parent pid follows the last ')'.
+        ppid = int(stat.rpartition(")")[2].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    total, found, todo = 0, False, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                total += int(line.split()[1]) * 1024
+                found = True
+        todo.extend(children.get(current, ()))
+    return total if found else None
+
+
+class Target(ABC):
+    """A broker under test. `start` before use, `stop` at the end (always)."""
+
+    name: str
+    kind: Literal["plain", "im"] = "plain"
+    restartable = True
+
+    def __init__(self) -> None:
+        self.host = LOOPBACK
+        self.port = 0
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id, when the harness started it."""
+        return None
+
+    @abstractmethod
+    async def start(self, workdir: Path) -> None:
+        """Start (or reach) the broker; `workdir` is a private scratch directory.
+
+        Raises:
+            TargetError: It could not be started or reached.
+        """
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Stop the broker if the harness started it. Never raises for an already dead process."""
+
+    async def restart(self, workdir: Path) -> None:
+        """Stop and start again (a fresh process for a scenario that measures memory)."""
+        await self.stop()
+        await self.start(workdir)
+
+    def adapter_spec(self, run: str) -> AdapterSpec:
+        """How load generators talk to this target in measurement `run`."""
+        return AdapterSpec(kind="plain", run=run)
+
+    async def ensure_users(self, users: Sequence[str]) -> None:
+        """Make sure the accounts `users` exist (only mqim has accounts)."""
+        return None
+
+    async def ensure_group(self, group: str, *, owner: str, members: Sequence[str]) -> None:
+        """Make sure `group` exists with `owner` and `members` (only mqim has groups)."""
+        return None
+
+    def provisioning_estimate_s(self, users: int) -> float:
+        """Rough time `ensure_users` needs for `users` new accounts (for the time budget)."""
+        return 0.0
+
+    def rss_bytes(self) -> int | None:
+        """The broker's resident memory (its whole process tree), if the harness started it."""
+        pid = self.pid
+        return process_tree_rss(pid) if pid is not None else None
+
+    def describe(self) -> str:
+        """`name host:port (pid N)` for progress lines."""
+        pid = f" (pid {self.pid})" if self.pid is not None else ""
+        return f"{self.name} {self.host}:{self.port}{pid}"
+
+
+class ProcessTarget(Target):
+    """A broker that runs as a child process of the harness."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._proc: asyncio.subprocess.Process | None = None
+        self._log_path: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None and self._proc.returncode is None else None
+
+    @abstractmethod
+    def command(self, workdir: Path, port: int) -> list[str]:
+        """The command line that starts the broker listening on LOOPBACK:`port`."""
+
+    async def start(self, workdir: Path) -> None:
+        port = free_port()
+        argv = self.command(workdir, port)
+        self._log_path = workdir / f"{self.name}.log"
+        with self._log_path.open("ab") as log:
+            self._proc = await _spawn(argv, log, what=self.name)
+        self.port = port
+        await self._wait_listening()
+
+    async def _wait_listening(self) -> None:
+        proc = self._proc
+        assert proc is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT_S
+        while True:
+            if proc.returncode is not None:
+                raise TargetError(f"{self.name} exited with code {proc.returncode}: {self.log_tail()}")
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
+            except (OSError, TimeoutError):
+                if loop.time() > deadline:
+                    await self.stop()
+                    raise TargetError(
+                        f"{self.name} did not listen on {self.host}:{self.port} within {START_TIMEOUT_S} s: "
+                        f"{self.log_tail()}"
+                    ) from None
+                await asyncio.sleep(0.05)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+
+    def log_tail(self) -> str:
+        """The end of the broker's log (stdout and stderr)."""
+        return tail(self._log_path) if self._log_path else ""
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+
+async def _spawn(argv: Sequence[str], log: IO[bytes], *, what: str) -> asyncio.subprocess.Process:
+    try:
+        return await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, env=child_env()
+        )
+    except OSError as exc:
+        raise TargetError(f"cannot start {what} ({argv[0]}): {exc}") from exc
+
+
+class MosquittoTarget(ProcessTarget):
+    """Mosquitto with a generated config: loopback listener, anonymous, no persistence."""
+
+    name = "mosquitto"
+
+    def __init__(self, *, executable: str | None = None) -> None:
+        super().__init__()
+        self.executable = executable or shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {port} {LOOPBACK}\n"
+            "allow_anonymous true\n"
+            "persistence false\n"
+            f"max_queued_messages {MOSQUITTO_MAX_QUEUED}\n"
+            # asyncio (amqtt, mqim) disables Nagle on every connection; so does this, for parity.
+            "set_tcp_nodelay true\n"
+            "log_dest stderr\n"
+            "log_type error\n"
+            "log_type warning\n"
+            "connection_messages false\n"
+        )
+        return [self.executable, "-c", str(conf)]
+
+
+class AmqttTarget(ProcessTarget):
+    """Stock amqtt 0.12.1 in a subprocess of the same venv."""
+
+    name = "amqtt"
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        return [sys.executable, "-m", "mqim.bench._amqtt_target", "--host", LOOPBACK, "--port", str(port)]
+
+
+class MqimTarget(ProcessTarget):
+    """`mqim serve` on a fresh data dir; bench accounts all share one generated password.
+
+    Everything that depends on mqim's command line is in this class: `command` (serve),
+    `user_add_command` and `group_setup_commands`.
+    """
+
+    name = "mqim"
+    kind: Literal["plain", "im"] = "im"
+
+    USER_ADD_ESTIMATE_S = 0.5
+    """Rough cost of one `mqim user add` (interpreter start + scrypt), for the time budget."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.password = secrets.token_urlsafe(12)
+        self.data_dir: Path | None = None
+        self._users: set[str] = set()
+        self._groups: set[str] = set()
+
+    def command(self, workdir: Path, port: int) -> list[str]:
+        return [
+            sys.executable, "-m", "mqim.cli", "serve",
+            "--port", str(port), "--data-dir", str(self._data_dir(workdir)),
+        ]  # fmt: skip
+
+    def user_add_command(self, user: str) -> list[str]:
+        """The command line that creates account `user` with the bench password."""
+        assert self.data_dir is not None
+        return [
+            sys.executable, "-m", "mqim.cli", "user", "add", user,
+            "--password", self.password, "--data-dir", str(self.data_dir),
+        ]  # fmt: skip
+
+    def group_setup_commands(
+        self, group: str, *, owner: str, members: Sequence[str]
+    ) -> list[list[str]] | None:
+        """The command lines that create `group` with `owner` and `members`; None: not possible yet.
+
+        To be filled in once `mqim group` exists (e.g. ``mqim group create team --owner alice``
+        then ``mqim group add team member-0 ...`` in chunks).
+        """
+        return None
+
+    def _data_dir(self, workdir: Path) -> Path:
+        if self.data_dir is None:
+            self.data_dir = workdir / "mqim-data"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    def adapter_spec(self, run: str) -> AdapterSpec:
+        return AdapterSpec(kind="im", run=run, password=self.password)
+
+    async def start(self, workdir: Path) -> None:
+        self._data_dir(workdir)
+        # The p2p pair exists before the server starts; other accounts are added on demand.
+        await self.ensure_users([IM_SENDER, IM_RECEIVER])
+        await super().start(workdir)
+
+    def provisioning_estimate_s(self, users: int) -> float:
+        return users * self.USER_ADD_ESTIMATE_S / max(1, os.cpu_count() or 1)
+
+    async def ensure_users(self, users: Sequence[str]) -> None:
+        missing = [u for u in dict.fromkeys(users) if u not in self._users]
+        if not missing:
+            return
+        # One `mqim user add` per account, as many at once as there are CPUs.
+        limit = asyncio.Semaphore(max(1, os.cpu_count() or 1))
+
+        async def add(user: str) -> None:
+            async with limit:
+                await self._run_cli(self.user_add_command(user), what=f"mqim user add {user}")
+                self._users.add(user)
+
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                for user in missing:
+                    tasks.create_task(add(user), name=f"bench-mqim-user-add-{user}")
+        except BaseExceptionGroup as group:
+            # Report the first failure plainly; the others are usually the same one.
+            first = next((e for e in group.exceptions if isinstance(e, TargetError)), None)
+            if first is None:
+                raise
+            raise first from None
+
+    async def ensure_group(self, group: str, *, owner: str, members: Sequence[str]) -> None:
+        if group in self._groups:
+            return
+        commands = self.group_setup_commands(group, owner=owner, members=members)
+        if commands is None:
+            raise TargetUnsupported(
+                "creating the mqim group is not wired into the bench yet (MqimTarget.group_setup_commands)"
+            )
+        for argv in commands:
+            await self._run_cli(argv, what=" ".join(argv[2:5]))
+        self._groups.add(group)
+
+    async def _run_cli(self, argv: list[str], *, what: str) -> None:
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                env=child_env(),
+            )
+        except OSError as exc:
+            raise TargetError(f"cannot run {what}: {exc}") from exc
+        try:
+            output, _ = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+            raise TargetError(f"{what} did not finish within {CLI_TIMEOUT_S} s") from None
+        if proc.returncode != 0:
+            text = output.decode(errors="replace").strip()[-1000:]
+            raise TargetError(f"{what} failed (exit code {proc.returncode}): {text}")
+
+
+class ExternalTarget(Target):
+    """A running broker reached by URL, used as a plain topic relay; never started or stopped."""
+
+    restartable = False
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        parts = urlsplit(url)
+        if parts.scheme != "mqtt" or not parts.hostname:
+            raise UnknownTarget(f"not a target name or mqtt://[user[:password]@]host[:port] URL: {url!r}")
+        try:
+            port = parts.port or 1883
+        except ValueError as exc:
+            raise UnknownTarget(f"bad port in {url!r}") from exc
+        self.host = parts.hostname
+        self.port = port
+        self.username = unquote(parts.username) if parts.username else None
+        self.password = unquote(parts.password) if parts.password else None
+        self.name = f"ext:{self.host}:{self.port}"
+
+    async def start(self, workdir: Path) -> None:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 5.0)
+        except (OSError, TimeoutError) as exc:
+            raise TargetError(f"cannot reach {self.host}:{self.port}: {exc}") from exc
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+    async def stop(self) -> None:
+        return None
+
+    async def restart(self, workdir: Path) -> None:
+        return None
+
+    def adapter_spec(self, run: str) -> AdapterSpec:
+        return AdapterSpec(kind="plain", run=run, username=self.username, password=self.password)
+
+
+def make_target(spec: str) -> Target:
+    """Return the target named `spec` (`mosquitto`, `amqtt`, `mqim`) or reached by an mqtt:// URL.
+
+    Raises:
+        UnknownTarget: `spec` is neither.
+    """
+    if spec == "mosquitto":
+        return MosquittoTarget()
+    if spec == "amqtt":
+        return AmqttTarget()
+    if spec == "mqim":
+        return MqimTarget()
+    if "://" in spec:
+        return ExternalTarget(spec)
+    raise UnknownTarget(f"unknown target {spec!r}: use one of {', '.join(BUILTIN_TARGETS)} or an mqtt:// URL")

@@ -1,0 +1,61 @@
+"""`idle`: open many connections with one subscription each; connects/s and broker memory each."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mqim.bench._adapters import crowd_user
+from mqim.bench._targets import Target
+from mqim.bench.scenarios._base import Column, Figure, Outcome, Scenario, ScenarioContext
+from mqim.bench.scenarios._phases import CrowdStats, crowd
+
+SETTLE_S = 1.0
+"""Pause between the last SUBACK and reading the broker's memory."""
+
+
+async def run_idle(ctx: ScenarioContext, target: Target) -> Outcome:
+    """Connect `idle_size` clients to a freshly started broker and read its RSS before and after."""
+    size = ctx.params.idle_size
+    await target.ensure_users([crowd_user(i) for i in range(size)])
+    before = target.rss_bytes()
+    stats: CrowdStats
+    async with crowd(ctx, target, size=size) as stats:
+        await asyncio.sleep(SETTLE_S)
+        after = target.rss_bytes()
+    per_conn: float | None = None
+    if before is not None and after is not None and stats.connected:
+        per_conn = (after - before) / stats.connected / 1024
+        ctx.say(
+            f"broker RSS {before / 2**20:,.1f} MiB -> {after / 2**20:,.1f} MiB: "
+            f"{per_conn:,.1f} KiB per connection"
+        )
+    figures: dict[str, Figure] = {
+        "connected": stats.connected,
+        "connects_s": stats.connects_per_s,
+        "rss_per_conn_kib": per_conn,
+        "rss_mib": after / 2**20 if after is not None else None,
+        "failed": stats.failed,
+    }
+    details = {
+        **stats.to_dict(),
+        "rss_before_bytes": before,
+        "rss_after_bytes": after,
+    }
+    return Outcome(figures=figures, details=details)
+
+
+IDLE = Scenario(
+    name="idle",
+    summary=lambda p: f"{p.idle_size:,} idle connections, one subscription each, on a fresh broker",
+    columns=(
+        Column(key="connected", label="connected", ratio=False),
+        Column(key="connects_s", label="connects/s"),
+        Column(key="rss_per_conn_kib", label="KiB/conn", digits=1),
+        Column(key="rss_mib", label="RSS MiB", digits=1),
+        Column(key="failed", label="failed", ratio=False),
+    ),
+    run=run_idle,
+    estimate_s=lambda p: p.idle_size / 250 + 8.0,
+    accounts=lambda p: [crowd_user(i) for i in range(p.idle_size)],
+    fresh_target=True,
+)

@@ -1,0 +1,35 @@
+"""The `mqim` command line (typer) and its configuration model."""
+
+from mqim.cli._app import app, main
+from mqim.cli._config import (
+    AuthConfig,
+    BrokerUrl,
+    LimitsConfig,
+    LogConfig,
+    LogicConfig,
+    MqimConfig,
+    ServerConfig,
+    TlsConfig,
+    load_config,
+    parse_broker_url,
+)
+from mqim.cli._exceptions import CliError, ConfigError
+from mqim.cli._logging import configure_logging
+
+__all__ = [
+    "AuthConfig",
+    "BrokerUrl",
+    "CliError",
+    "ConfigError",
+    "LimitsConfig",
+    "LogConfig",
+    "LogicConfig",
+    "MqimConfig",
+    "ServerConfig",
+    "TlsConfig",
+    "app",
+    "configure_logging",
+    "load_config",
+    "main",
+    "parse_broker_url",
+]

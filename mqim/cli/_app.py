@@ -1,0 +1,69 @@
+"""The `mqim` typer application: every command is registered here, implemented in its own module."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import mqim
+from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
+from mqim.cli._logic_cmd import logic_command
+from mqim.cli._messaging import send_command, tail_command
+from mqim.cli._users import users_app
+
+app = typer.Typer(
+    name="mqim",
+    help="Instant messaging over MQTT: broker, logic service, administration and a test client.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Locals of a failing frame may hold passwords: never print them.
+    pretty_exceptions_show_locals=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"mqim {mqim.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_version, is_eager=True),
+    ] = False,
+) -> None:
+    """Instant messaging over MQTT."""
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Run the single-node server: broker, logic service and SQLite storage in one process."""
+    config = get_config(config_path, {"server.host": host, "server.port": port, "server.data_dir": data_dir})
+    # Imported here so that other commands do not load the broker (and amqtt).
+    from mqim.cli._serve import serve_command
+
+    serve_command(config)
+
+
+app.command("logic")(logic_command)
+app.command("send")(send_command)
+app.command("tail")(tail_command)
+app.add_typer(users_app, name="user")
+
+
+def main() -> None:
+    """Entry point of the `mqim` console script."""
+    app()

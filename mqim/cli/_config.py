@@ -1,0 +1,363 @@
+"""The configuration model and its loader: defaults < TOML file < environment < command-line flags.
+
+Environment variables are `MQIM_<SECTION>__<KEY>` (nested tables add more `__<KEY>` levels), e.g.
+`MQIM_SERVER__PORT=1884` or `MQIM_SERVER__TLS__CERTFILE=/etc/mqim/cert.pem`; an empty value
+means "not set" (None). Relative paths are relative to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import unquote, urlsplit
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    PositiveFloat,
+    PositiveInt,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from mqim.cli._exceptions import ConfigError
+from mqim.protocol import ID_PATTERN
+
+ENV_PREFIX = "MQIM_"
+"""Prefix of configuration environment variables."""
+
+ENV_SEPARATOR = "__"
+"""Separator of levels in configuration environment variable names."""
+
+DB_FILENAME = "mqim.db"
+"""The SQLite storage file inside `server.data_dir`."""
+
+Port = Annotated[int, Field(ge=0, le=65535)]
+"""A TCP port; 0 asks the OS for a free one."""
+
+_MIB = 1024 * 1024
+
+
+class _Section(BaseModel):
+    # Unknown keys are errors: a typo must not silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsConfig(_Section):
+    """A TLS listener (MQTT over TLS)."""
+
+    certfile: FilePath
+    """Server certificate chain (PEM)."""
+    keyfile: FilePath
+    """Private key of the certificate (PEM)."""
+    cafile: FilePath | None = None
+    """CA bundle to verify client certificates; None accepts clients without certificates."""
+    port: Port = 8883
+    """Port of the TLS listener."""
+
+
+class ServerConfig(_Section):
+    """Listeners and where the single-node server keeps its data."""
+
+    host: str = "127.0.0.1"
+    """Address the listeners bind to."""
+    port: Port = 1883
+    """Plain MQTT (TCP) port."""
+    data_dir: Path = Path("./mqim-data")
+    """Directory of the SQLite database and session files."""
+    ws_port: Port | None = None
+    """MQTT over WebSocket port; None disables the WebSocket listener."""
+    tls: TlsConfig | None = None
+    """TLS listener; None disables it."""
+
+    @field_validator("host")
+    @classmethod
+    def _host_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> Self:
+        ports = [("port", self.port), ("ws_port", self.ws_port)]
+        if self.tls is not None:
+            ports.append(("tls.port", self.tls.port))
+        seen: dict[int, str] = {}
+        for name, port in ports:
+            if port is None or port == 0:
+                continue
+            if port in seen:
+                raise ValueError(f"{name} and {seen[port]} are both {port}")
+            seen[port] = name
+        return self
+
+
+class LimitsConfig(_Section):
+    """Named limits on everything a client can make grow."""
+
+    max_payload_bytes: PositiveInt = 65536
+    """Largest PUBLISH payload accepted from a client."""
+    max_packet_bytes: PositiveInt = 262144
+    """Largest MQTT packet accepted (any type)."""
+    max_connections: PositiveInt = 10000
+    """Concurrent connections, all listeners together."""
+    max_connections_per_listener: PositiveInt | None = None
+    """Concurrent connections per listener; None means only `max_connections` applies."""
+    max_inflight: PositiveInt = 100
+    """Unacknowledged QoS 1/2 messages in flight to one client."""
+    max_queue_messages: PositiveInt = 10000
+    """Messages queued for one offline persistent session."""
+    max_queue_bytes: PositiveInt = 16 * _MIB
+    """Payload bytes queued for one offline persistent session."""
+    session_expiry_s: PositiveInt = 7 * 24 * 3600
+    """Seconds a disconnected persistent session is kept."""
+    max_subscriptions_per_session: PositiveInt = 100
+    """Subscriptions one session may hold (server-managed ones included)."""
+    publish_rate: PositiveFloat = 100.0
+    """Sustained publishes per second per connection (token bucket rate)."""
+    publish_burst: PositiveInt = 200
+    """Publishes a connection may send at once (token bucket size)."""
+    max_client_id_length: PositiveInt = 128
+    """Longest MQTT client id accepted."""
+    max_keepalive_s: PositiveInt = 3600
+    """Largest keepalive a client may ask for."""
+    connect_timeout_s: PositiveFloat = 10.0
+    """Seconds a new connection has to send its CONNECT."""
+    max_group_members: PositiveInt = 1000
+    """Members of one group."""
+    max_retained_messages: PositiveInt = 10000
+    """Retained messages the broker keeps."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.max_payload_bytes > self.max_packet_bytes:
+            raise ValueError(
+                f"max_payload_bytes ({self.max_payload_bytes}) must not exceed "
+                f"max_packet_bytes ({self.max_packet_bytes})"
+            )
+        per_listener = self.max_connections_per_listener
+        if per_listener is not None and per_listener > self.max_connections:
+            raise ValueError(
+                f"max_connections_per_listener ({per_listener}) must not exceed "
+                f"max_connections ({self.max_connections})"
+            )
+        return self
+
+
+class LogicConfig(_Section):
+    """The IM logic service: embedded in `mqim serve`, or a separate `mqim logic` process."""
+
+    embedded: bool = True
+    """Run the logic service inside `mqim serve`."""
+    broker_url: str | None = None
+    """Broker a standalone `mqim logic` connects to (`mqtt://[user:pass@]host[:port]`, or
+    `mqtts://`); None means the `server` section's host and port."""
+    service_user: Annotated[str, StringConstraints(pattern=f"^{ID_PATTERN}$")] = "mqim-logic"
+    """Account the standalone logic service logs in with (kind `service`)."""
+    service_password: SecretStr | None = None
+    """Password of `service_user`."""
+
+    @field_validator("broker_url")
+    @classmethod
+    def _valid_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_broker_url(value)
+        return value
+
+
+class AuthConfig(_Section):
+    """Who may connect."""
+
+    allow_anonymous: bool = False
+    """Accept connections without credentials (they get no IM identity)."""
+
+
+class LogConfig(_Section):
+    """Logging."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Lowest level logged."""
+    format: Literal["text", "json"] = "text"
+    """`text` for humans, `json` for one structured object per line."""
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MqimConfig(_Section):
+    """The whole configuration. Build it with `load_config`."""
+
+    server: ServerConfig = ServerConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logic: LogicConfig = LogicConfig()
+    auth: AuthConfig = AuthConfig()
+    log: LogConfig = LogConfig()
+
+    @property
+    def db_path(self) -> Path:
+        """The SQLite storage file: `<server.data_dir>/mqim.db`."""
+        return self.server.data_dir / DB_FILENAME
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerUrl:
+    """A parsed `mqtt://[user[:password]@]host[:port]` (or `mqtts://`) URL."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None = None
+    password: str | None = None
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    """Parse a broker URL; the port defaults to 1883 (`mqtt`) or 8883 (`mqtts`).
+
+    Raises:
+        ValueError: When the URL is not an `mqtt://` or `mqtts://` URL with a host.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"broker URL must start with mqtt:// or mqtts://, got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError(f"broker URL must not have a path, query or fragment: {url!r}")
+    try:
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"invalid port in broker URL {url!r}") from exc
+    if not parts.hostname:
+        raise ValueError(f"broker URL has no host: {url!r}")
+    tls = parts.scheme == "mqtts"
+    return BrokerUrl(
+        host=parts.hostname,
+        port=port if port is not None else (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username is not None else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+# -- loading ---------------------------------------------------------------------------------------
+
+_Flat = dict[tuple[str, ...], tuple[Any, str]]
+"""Leaf values by key path, each with a description of where it came from."""
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> MqimConfig:
+    """Build the configuration: defaults < TOML file < environment < `overrides`.
+
+    Args:
+        path: A TOML file, or None for no file.
+        overrides: Values from command-line flags, by dotted key (`{"server.port": 1884}`);
+            None values are ignored, so unset flags can be passed as they are.
+        environ: The environment to read `MQIM_*` variables from; default `os.environ`.
+
+    Raises:
+        ConfigError: The file is missing or not TOML, or a value is invalid; the message names
+            the key (`server.port`) and where the value came from.
+    """
+    flat: _Flat = {}
+    if path is not None:
+        _flatten(_read_toml(path), (), f"file {path}", flat)
+    flat.update(_from_env(os.environ if environ is None else environ))
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            flat[tuple(dotted.split("."))] = (value, "command line")
+    tree = _unflatten(flat)
+    try:
+        return MqimConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc, flat)) from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+
+
+def _flatten(table: Mapping[str, Any], prefix: tuple[str, ...], source: str, out: _Flat) -> None:
+    for key, value in table.items():
+        path = (*prefix, key)
+        if isinstance(value, Mapping):
+            _flatten(value, path, source, out)
+        else:
+            out[path] = (value, source)
+
+
+def _from_env(environ: Mapping[str, str]) -> _Flat:
+    out: _Flat = {}
+    for name, value in environ.items():
+        # Only names with a level separator are configuration (MQIM_CONFIG, MQIM_PASSWORD are not).
+        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
+            continue
+        levels = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
+        if any(not level for level in levels):
+            raise ConfigError(f"malformed configuration variable {name}: empty level")
+        out[levels] = (value if value != "" else None, f"env {name}")
+    return out
+
+
+def _unflatten(flat: _Flat) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path, (value, source) in flat.items():
+        node = tree
+        for depth, key in enumerate(path[:-1]):
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                where = ".".join(path[: depth + 1])
+                raise ConfigError(f"{where}: expected a table, got a value (from {source})")
+            node = child
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigError(f"{'.'.join(path)}: expected a table, got a value (from {source})")
+        node[path[-1]] = value
+    return tree
+
+
+def _explain(exc: ValidationError, flat: _Flat) -> str:
+    problems = []
+    for err in exc.errors():
+        loc = tuple(str(part) for part in err["loc"])
+        key = ".".join(loc) or "config"
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        else:
+            message = str(err["msg"]).removeprefix("Value error, ")
+        source = _source_of(loc, flat)
+        if source is not None and loc in flat:
+            problems.append(f"{key} = {flat[loc][0]!r} ({source}): {message}")
+        elif source is not None:
+            problems.append(f"{key} ({source}): {message}")
+        else:
+            problems.append(f"{key}: {message}")
+    return "invalid configuration: " + "; ".join(problems)
+
+
+def _source_of(loc: tuple[str, ...], flat: _Flat) -> str | None:
+    if loc in flat:
+        return flat[loc][1]
+    # A section-level error (a cross-field check): name every source that fed the section.
+    sources = sorted({source for path, (_, source) in flat.items() if path[: len(loc)] == loc})
+    return ", ".join(sources) if sources else None

@@ -1,0 +1,101 @@
+"""`mqim serve`: run the embedded single-node server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from mqim.broker import BrokerSettings, Listener
+from mqim.cli._config import MqimConfig
+from mqim.cli._embedded import EmbeddedServer
+from mqim.logic import LogicLimits
+
+log = logging.getLogger("mqim.server")
+
+
+def broker_settings(config: MqimConfig) -> BrokerSettings:
+    """Map the configuration's limits onto the broker's."""
+    limits = config.limits
+    return BrokerSettings(
+        max_connections=limits.max_connections,
+        max_packet_bytes=limits.max_packet_bytes,
+        max_inflight=limits.max_inflight,
+        max_queue_messages=limits.max_queue_messages,
+        max_queue_bytes=limits.max_queue_bytes,
+        session_expiry_s=float(limits.session_expiry_s),
+        max_subscriptions_per_session=limits.max_subscriptions_per_session,
+        max_client_id_chars=limits.max_client_id_length,
+        connect_timeout_s=limits.connect_timeout_s,
+        max_retained=limits.max_retained_messages,
+    )
+
+
+def listeners(config: MqimConfig) -> list[Listener]:
+    """The listeners the configuration asks for: TCP, and optionally WebSocket and TLS."""
+    server = config.server
+    per_listener = config.limits.max_connections_per_listener or 0
+    result = [Listener(name="default", host=server.host, port=server.port, max_connections=per_listener)]
+    if server.ws_port is not None:
+        result.append(
+            Listener(
+                name="ws", kind="ws", host=server.host, port=server.ws_port, max_connections=per_listener
+            )
+        )
+    if server.tls is not None:
+        tls = server.tls
+        result.append(
+            Listener(
+                name="tls",
+                host=server.host,
+                port=tls.port,
+                certfile=tls.certfile,
+                keyfile=tls.keyfile,
+                cafile=tls.cafile,
+                max_connections=per_listener,
+            )
+        )
+    return result
+
+
+def build_server(config: MqimConfig) -> EmbeddedServer:
+    """The embedded server described by `config`."""
+    return EmbeddedServer(
+        data_dir=config.server.data_dir,
+        listeners=listeners(config),
+        settings=broker_settings(config),
+        logic_limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
+        embedded_logic=config.logic.embedded,
+        allow_anonymous=config.auth.allow_anonymous,
+    )
+
+
+async def _serve(config: MqimConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with build_server(config) as server:
+        assert server.broker is not None
+        for spec in server.listeners:
+            print(
+                f"mqim listening on {spec.kind}://{spec.host}:{server.port(spec.name)} ({spec.name})",
+                flush=True,
+            )
+        print(
+            f"data in {config.server.data_dir}; logic {'embedded' if config.logic.embedded else 'external'}",
+            flush=True,
+        )
+        await stop.wait()
+        log.info("stopping")
+
+
+def serve_command(config: MqimConfig) -> None:
+    """Run the server until interrupted; exit code 0 on a clean stop."""
+    logging.basicConfig(
+        level=getattr(logging, config.log.level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    asyncio.run(_serve(config))

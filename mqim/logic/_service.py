@@ -1,0 +1,228 @@
+"""The logic service: take a batch of uplink requests from the bus, handle it, publish replies."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from mqim.logic._bus import Bus, Inbound
+from mqim.logic._exceptions import BusClosed, BusError
+from mqim.logic._limits import LogicLimits
+from mqim.logic._replies import Outbound, error_reply
+from mqim.logic._requests import Handler, Uplink
+from mqim.logic._send import SendHandler
+from mqim.logic._users import UserDirectory
+from mqim.logic._validate import extract_ref
+from mqim.protocol import ErrorCode, InvalidTopic, UpKind, parse_up_topic
+from mqim.storage import Storage
+
+_log = logging.getLogger(__name__)
+
+_UP_KINDS = frozenset(kind.value for kind in UpKind)
+_KNOWN_KINDS = ", ".join(kind.value for kind in UpKind)
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _worth_logging(count: int) -> bool:
+    # Log the 1st, 2nd, 4th, 8th... occurrence: visible without flooding the log under load.
+    return count & (count - 1) == 0
+
+
+@dataclass(slots=True)
+class LogicCounters:
+    """What the service did since it was created (for metrics and status).
+
+    Attributes:
+        requests: Uplink requests taken from the bus.
+        invalid_topics: Requests dropped because their topic names no valid user (no one to answer).
+        errors_sent: `error` replies produced (bad requests, unknown kinds, storage failures...).
+        handler_failures: Batches of one kind whose handler raised (a bug; answered `internal`).
+        published: Replies published.
+        publish_failures: Replies the bus failed to publish (logged; the data stays stored).
+        overflow_answered: Requests the bus could not queue that got a `rate_limited` reply.
+        overflow_unanswered: Requests the bus could not queue and that got no reply either.
+    """
+
+    requests: int = 0
+    invalid_topics: int = 0
+    errors_sent: int = 0
+    handler_failures: int = 0
+    published: int = 0
+    publish_failures: int = 0
+    overflow_answered: int = 0
+    overflow_unanswered: int = 0
+
+
+class LogicService:
+    """The IM brain: one handler per request kind, talking to the world through a `Bus`.
+
+    The loop takes up to `limits.max_batch` requests at once, groups them by kind (keeping
+    arrival order within a kind; kinds are handled in order of first appearance), lets each
+    kind's handler validate and persist them (one storage write per batch for `msg`), and then
+    publishes the replies in order. Persist always happens before any delivery. A bad request
+    only earns its sender an `error`; a failing handler or storage only fails its own requests
+    (`internal`); the loop itself keeps going.
+
+    To answer requests the bus could not queue, wire its overflow callback to this service::
+
+        bus = InProcessBus(port=port)
+        service = LogicService(storage=storage, bus=bus)
+        bus.on_overflow = service.reject_overflow
+
+    Args:
+        storage: Users and messages (opened by the caller).
+        bus: The transport (started by the caller).
+        limits: Named limits; defaults to `LogicLimits()`.
+        clock: Server time in milliseconds since the epoch; defaults to the system clock.
+    """
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        bus: Bus,
+        limits: LogicLimits | None = None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        self._bus = bus
+        self._limits = limits if limits is not None else LogicLimits()
+        self._users = UserDirectory(
+            storage=storage, maxsize=self._limits.user_cache_size, ttl_s=self._limits.user_cache_ttl_s
+        )
+        send = SendHandler(
+            storage=storage,
+            users=self._users,
+            limits=self._limits,
+            clock=clock if clock is not None else _now_ms,
+        )
+        # One entry per supported request kind; a new kind is a new handler here.
+        self._handlers: dict[str, Handler] = {UpKind.MSG.value: send}
+        self._rejections: deque[Outbound] = deque()
+        self.counters = LogicCounters()
+
+    @property
+    def limits(self) -> LogicLimits:
+        """The limits this service enforces."""
+        return self._limits
+
+    async def run(self) -> None:
+        """Serve requests until cancelled.
+
+        Raises:
+            BusClosed: When the bus is stopped underneath the service.
+        """
+        while True:
+            batch = await self._bus.receive_batch(self._limits.max_batch)
+            await self._process(batch)
+            await self._publish_rejections()
+
+    def reject_overflow(self, topic: str, payload: bytes) -> None:
+        """Answer `rate_limited` to a request the bus could not queue (its `on_overflow`).
+
+        Synchronous, as the bus calls it from its receive callback: the reply is queued (bounded
+        by `limits.max_pending_rejections`) and published by the loop after its current batch.
+        """
+        try:
+            sender, _ = parse_up_topic(topic)
+        except InvalidTopic:
+            sender = None
+        if sender is None or len(self._rejections) >= self._limits.max_pending_rejections:
+            self.counters.overflow_unanswered += 1
+            if _worth_logging(self.counters.overflow_unanswered):
+                _log.warning(
+                    "overloaded: %d requests dropped without a reply (latest on %r)",
+                    self.counters.overflow_unanswered,
+                    topic[:200],
+                )
+            return
+        # Parsing for the ref costs CPU the service lacks right now, so only for sane sizes.
+        ref = (
+            extract_ref(payload, limits=self._limits)
+            if len(payload) <= self._limits.max_payload_bytes
+            else None
+        )
+        self._rejections.append(
+            error_reply(
+                sender, ref=ref, code=ErrorCode.RATE_LIMITED, message="the server is overloaded; retry later"
+            )
+        )
+        self.counters.overflow_answered += 1
+        if _worth_logging(self.counters.overflow_answered):
+            _log.warning("overloaded: %d requests answered rate_limited", self.counters.overflow_answered)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop the cached account `user_id` (call after disabling, enabling or creating it)."""
+        self._users.forget(user_id)
+
+    async def _process(self, batch: Sequence[Inbound]) -> None:
+        self.counters.requests += len(batch)
+        by_kind: dict[str, list[Uplink]] = {}
+        for item in batch:
+            try:
+                sender, kind = parse_up_topic(item.topic)
+            except InvalidTopic as exc:
+                # No valid user in the topic: there is nobody to answer.
+                self.counters.invalid_topics += 1
+                if _worth_logging(self.counters.invalid_topics):
+                    _log.warning(
+                        "dropping request on an invalid topic (%d so far): %s",
+                        self.counters.invalid_topics,
+                        exc,
+                    )
+                continue
+            by_kind.setdefault(kind, []).append(Uplink(sender=sender, kind=kind, payload=item.payload))
+        for kind, uplinks in by_kind.items():
+            await self._publish_all(await self._handle(kind, uplinks))
+
+    async def _handle(self, kind: str, uplinks: list[Uplink]) -> list[Outbound]:
+        handler = self._handlers.get(kind)
+        if handler is None:
+            if kind in _UP_KINDS:
+                message = f"request kind {kind!r} is not supported yet"
+            else:
+                message = f"unknown request kind {kind[:64]!r}; expected one of {_KNOWN_KINDS}"
+            return self._errors(uplinks, ErrorCode.BAD_REQUEST, message)
+        try:
+            return await handler(uplinks)
+        except Exception:
+            # A handler answers bad input itself; reaching here is a bug. Fail its requests only.
+            self.counters.handler_failures += 1
+            _log.exception("handler for %r failed on a batch of %d requests", kind, len(uplinks))
+            return self._errors(uplinks, ErrorCode.INTERNAL, "internal error; retry with the same id")
+
+    def _errors(self, uplinks: Sequence[Uplink], code: ErrorCode, message: str) -> list[Outbound]:
+        return [
+            error_reply(
+                up.sender, ref=extract_ref(up.payload, limits=self._limits), code=code, message=message
+            )
+            for up in uplinks
+        ]
+
+    async def _publish_rejections(self) -> None:
+        while self._rejections:
+            await self._publish(self._rejections.popleft())
+
+    async def _publish_all(self, replies: Sequence[Outbound]) -> None:
+        for reply in replies:
+            await self._publish(reply)
+
+    async def _publish(self, reply: Outbound) -> None:
+        if reply.topic.endswith("/error"):
+            self.counters.errors_sent += 1
+        try:
+            await self._bus.publish(reply.topic, reply.payload, qos=reply.qos)
+        except BusClosed:
+            raise
+        except BusError:
+            # What was stored stays stored: the recipient gets it by sync, the sender's retry
+            # gets the ack again. Losing the bus for a while must not stop the service.
+            self.counters.publish_failures += 1
+            _log.exception("publishing to %r failed", reply.topic)
+        else:
+            self.counters.published += 1

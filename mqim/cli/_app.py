@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import mqim
+from mqim.cli._bench_cmd import bench_command
 from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
@@ -61,6 +62,7 @@ def serve(
 app.command("logic")(logic_command)
 app.command("send")(send_command)
 app.command("tail")(tail_command)
+app.command("bench")(bench_command)
 app.add_typer(users_app, name="user")
 
 

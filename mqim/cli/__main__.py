@@ -1,0 +1,5 @@
+"""`python -m mqim.cli`: the same as the `mqim` console script."""
+
+from mqim.cli import main
+
+main()

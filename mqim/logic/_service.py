@@ -14,15 +14,13 @@ from mqim.logic._limits import LogicLimits
 from mqim.logic._replies import Outbound, error_reply
 from mqim.logic._requests import Handler, Uplink
 from mqim.logic._send import SendHandler
+from mqim.logic._tasks import raise_if_cancelling
 from mqim.logic._users import UserDirectory
-from mqim.logic._validate import extract_ref
+from mqim.logic._validate import extract_ref, unsupported_kind_message
 from mqim.protocol import ErrorCode, InvalidTopic, UpKind, parse_up_topic
 from mqim.storage import Storage
 
 _log = logging.getLogger(__name__)
-
-_UP_KINDS = frozenset(kind.value for kind in UpKind)
-_KNOWN_KINDS = ", ".join(kind.value for kind in UpKind)
 
 
 def _now_ms() -> int:
@@ -121,6 +119,7 @@ class LogicService:
             batch = await self._bus.receive_batch(self._limits.max_batch)
             await self._process(batch)
             await self._publish_rejections()
+            raise_if_cancelling()
 
     def reject_overflow(self, topic: str, payload: bytes) -> None:
         """Answer `rate_limited` to a request the bus could not queue (its `on_overflow`).
@@ -183,11 +182,7 @@ class LogicService:
     async def _handle(self, kind: str, uplinks: list[Uplink]) -> list[Outbound]:
         handler = self._handlers.get(kind)
         if handler is None:
-            if kind in _UP_KINDS:
-                message = f"request kind {kind!r} is not supported yet"
-            else:
-                message = f"unknown request kind {kind[:64]!r}; expected one of {_KNOWN_KINDS}"
-            return self._errors(uplinks, ErrorCode.BAD_REQUEST, message)
+            return self._errors(uplinks, ErrorCode.BAD_REQUEST, unsupported_kind_message(kind))
         try:
             return await handler(uplinks)
         except Exception:

@@ -13,7 +13,10 @@ from pydantic import ValidationError
 
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
-from mqim.protocol import ID_PATTERN, ErrorCode, SendRequest, is_valid_id
+from mqim.protocol import ID_PATTERN, ErrorCode, SendRequest, UpKind, is_valid_id
+
+_UP_KINDS = frozenset(kind.value for kind in UpKind)
+_KNOWN_KINDS = ", ".join(kind.value for kind in UpKind)
 
 _JSON_TYPE_NAMES: dict[type, str] = {
     dict: "object",
@@ -60,6 +63,13 @@ def _check_structure(obj: object, *, max_depth: int) -> str | None:
             except UnicodeEncodeError:
                 return "payload contains a string that is not valid Unicode (lone surrogate escape)"
     return None
+
+
+def unsupported_kind_message(kind: str) -> str:
+    """The `bad_request` message for an uplink `{kind}` the service has no handler for."""
+    if kind in _UP_KINDS:
+        return f"request kind {kind!r} is not supported yet"
+    return f"unknown request kind {kind[:64]!r}; expected one of {_KNOWN_KINDS}"
 
 
 def read_ref(obj: object) -> str | None:

@@ -29,6 +29,14 @@ def default_auto_subscriptions(identity: Identity) -> Iterable[tuple[str, int]]:
     return []
 
 
+async def _drain(bus: InProcessBus, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if bus.pending == 0:
+            return
+        await asyncio.sleep(0.01)
+    log.warning("stopping with %d unprocessed requests", bus.pending)
+
+
 class EmbeddedServer:
     """Broker, logic service and storage in one process. Use as an async context manager.
 
@@ -91,6 +99,9 @@ class EmbeddedServer:
                 tasks = await stack.enter_async_context(asyncio.TaskGroup())
                 service_task = tasks.create_task(self.logic.run(), name="mqim-logic")
                 stack.callback(service_task.cancel)
+                # Runs before the cancel above: requests already acknowledged at the MQTT level
+                # are processed before the service stops (bounded wait).
+                stack.push_async_callback(_drain, bus)
         except BaseException:
             await stack.aclose()
             raise

@@ -10,6 +10,7 @@ throughput, latency percentiles, loss, fan-out and memory per connection::
 
 from mqim.bench._exceptions import (
     BenchError,
+    InvalidParameter,
     PhaseError,
     TargetError,
     TargetUnsupported,
@@ -41,6 +42,7 @@ __all__ = [
     "BenchReport",
     "Histogram",
     "HistogramSnapshot",
+    "InvalidParameter",
     "LossStats",
     "MachineInfo",
     "MqimTarget",

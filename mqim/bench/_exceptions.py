@@ -5,6 +5,7 @@ Hierarchy::
     BenchError                    any failure of the harness
     ├── UnknownScenario           a scenario name that is not registered
     ├── UnknownTarget             neither a known target name nor an mqtt:// URL
+    ├── InvalidParameter          a size, duration, rate or budget out of range (also a ValueError)
     ├── TargetError               a target could not be prepared, started, used or stopped
     │   └── TargetUnsupported     the target cannot run this scenario (yet)
     ├── WorkerError               a load-generator process failed or broke the protocol
@@ -26,6 +27,10 @@ class UnknownScenario(BenchError):
 
 class UnknownTarget(BenchError):
     """The target is neither a known name nor an `mqtt://` URL."""
+
+
+class InvalidParameter(BenchError, ValueError):
+    """A size, duration, rate or budget is out of range."""
 
 
 class TargetError(BenchError):

@@ -113,10 +113,15 @@ class Histogram:
         self.total += snap.total
 
     def percentile(self, percentile: float) -> int:
-        """Return the value at `percentile` (0..100), within 0.4 %; 0 when empty."""
+        """Return the value at `percentile` (0..100), within 0.4 % (the min and max exactly); 0 when empty."""
         if self.count == 0:
             return 0
         wanted = rank(percentile, self.count)
+        # The extremes are known exactly.
+        if wanted == self.count:
+            return self.max
+        if wanted == 1:
+            return self.min
         seen = 0
         for index in sorted(self._counts):
             seen += self._counts[index]

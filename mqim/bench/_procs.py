@@ -44,8 +44,11 @@ _Event = StartedEv | ReadyEv | CountEv | CompleteEv | DoneEv | ResultEv | ErrorE
 
 
 def child_env() -> Mapping[str, str]:
-    """The environment of every child process: ours, minus proxy settings (loopback only)."""
-    return {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    """The environment of every child process: ours, minus proxy settings (loopback only), with
+    plain Python tracebacks from typer programs (their last line then names the error)."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    env["_TYPER_STANDARD_TRACEBACK"] = "1"
+    return env
 
 
 def tail(path: Path, limit: int = 2000) -> str:

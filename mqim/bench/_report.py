@@ -27,6 +27,7 @@ class ScenarioResult:
         error: Why it failed or was skipped.
         figures: The key figures (see the scenario's columns).
         details: Every other figure and the parameters used.
+        notes: Caveats about the figures.
         elapsed_s: Wall time spent.
     """
 
@@ -36,6 +37,7 @@ class ScenarioResult:
     error: str | None = None
     figures: dict[str, Figure] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
     elapsed_s: float = 0.0
 
 
@@ -127,6 +129,7 @@ def _scenario_block(report: BenchReport, name: str) -> list[str]:
             notes.append(f"  {target}: {result.status.upper()}: {reason[0] if reason else ''}")
             continue
         rows.append([target, *(_cell(result.figures.get(c.key), c.digits) for c in columns)])
+        notes.extend(f"  {target}: {note}" for note in result.notes)
     mine = report.result(name, "mqim")
     if mine is not None and mine.status == "ok":
         for base_name in BASELINES:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from mqim.bench._exceptions import BenchError, TargetError, UnknownScenario
+from mqim.bench._exceptions import BenchError, InvalidParameter, TargetError, UnknownScenario
 from mqim.bench._machine import machine_info
 from mqim.bench._report import BenchReport, ScenarioResult
 from mqim.bench._targets import Target, make_target
@@ -29,6 +29,9 @@ SCENARIO_TIMEOUT_FACTOR = 3.0
 """A scenario is cut off after this many times its estimate (plus `SCENARIO_TIMEOUT_SLACK_S`)."""
 
 SCENARIO_TIMEOUT_SLACK_S = 60.0
+
+RUN_ORDER = {"mosquitto": 0, "amqtt": 2, "mqim": 3}
+"""Targets run in this order (others, i.e. external brokers, at 1); see `_run`."""
 
 
 def _ignore(line: str) -> None:
@@ -81,13 +84,17 @@ def run(
     Raises:
         UnknownScenario: `scenario` is not registered.
         UnknownTarget: A target is neither a known name nor an mqtt:// URL.
-        ValueError: A parameter is out of range.
+        InvalidParameter: A parameter is out of range.
     """
     names = scenario_names(scenario)
     if not targets:
-        raise ValueError("no targets given")
-    if duration_s <= 0 or (rate is not None and rate <= 0) or min(crowd_size, group_size, idle_size) < 1:
-        raise ValueError("durations, rates and sizes must be positive")
+        raise InvalidParameter("no targets given")
+    if duration_s <= 0 or (rate is not None and rate <= 0):
+        raise InvalidParameter("the duration and the rate must be positive")
+    if crowd_size < 0 or min(group_size, idle_size) < 1:
+        raise InvalidParameter("the group and idle sizes must be at least 1, the crowd size at least 0")
+    if budget_s is not None and budget_s <= 0:
+        raise InvalidParameter("the time budget must be positive")
     made = [make_target(t) for t in targets]
     params = BenchParams(
         duration_s=duration_s,
@@ -114,17 +121,21 @@ async def _run(
 ) -> BenchReport:
     machine = machine_info()
     started = time.monotonic()
-    results: list[ScenarioResult] = []
+    # Cheapest first: each target gets an equal share of the budget that is left, so what the
+    # quick ones leave over goes to the slow ones (mqim last).
+    order = sorted(targets, key=lambda t: RUN_ORDER.get(t.name, 1))
+    by_target: dict[int, list[ScenarioResult]] = {}
     with tempfile.TemporaryDirectory(prefix="mqim-bench-") as tmp:
-        for i, target in enumerate(targets):
+        for i, target in enumerate(order):
             deadline: float | None = None
             if budget_s is not None:
-                # Each remaining target gets an equal share of what is left.
                 left = budget_s - (time.monotonic() - started)
-                deadline = time.monotonic() + left / (len(targets) - i)
+                deadline = time.monotonic() + left / (len(order) - i)
             workdir = Path(tmp) / re.sub(r"[^A-Za-z0-9_.-]", "_", target.name)
             workdir.mkdir(parents=True, exist_ok=True)
-            results.extend(await _run_target(target, names, params, workdir, progress, deadline))
+            by_target[id(target)] = await _run_target(target, names, params, workdir, progress, deadline)
+    # Reported in the order asked for.
+    results = [r for target in targets for r in by_target[id(target)]]
     return BenchReport(
         scenario=scenario,
         targets=[t.name for t in targets],
@@ -157,16 +168,27 @@ async def _run_target(
     try:
         for i, name in enumerate(names):
             scenario = SCENARIOS[name]
-            estimate = scenario.estimate_s(params) + target.provisioning_estimate_s(
-                len(scenario.accounts(params))
-            )
+            reason = target.unsupported(name)
+            if reason is not None:
+                progress(f"[{target.name}] {name}: skipped ({reason})")
+                results.append(
+                    ScenarioResult(scenario=name, target=target.name, status="skipped", error=reason)
+                )
+                continue
+            provisioning = target.provisioning_estimate_s(len(scenario.accounts(params)))
+            estimate = scenario.estimate_s(params) + provisioning
             if deadline is not None and time.monotonic() + estimate > deadline:
                 left = max(0.0, deadline - time.monotonic())
                 why = f"time budget: needs ~{estimate:.0f} s, {left:.0f} s left for this target"
+                if provisioning > estimate / 2:
+                    why += f" (~{provisioning:.0f} s of it to create its accounts)"
                 progress(f"[{target.name}] {name}: skipped ({why})")
                 results.append(ScenarioResult(scenario=name, target=target.name, status="skipped", error=why))
                 continue
-            results.append(await _run_scenario(ctx, scenario, target, workdir, estimate, restart=i > 0))
+            timeout = estimate * SCENARIO_TIMEOUT_FACTOR + SCENARIO_TIMEOUT_SLACK_S
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+            results.append(await _run_scenario(ctx, scenario, target, workdir, timeout, restart=i > 0))
     finally:
         await target.stop()
         progress(f"[{target.name}] stopped")
@@ -174,22 +196,23 @@ async def _run_target(
 
 
 async def _run_scenario(
-    ctx: ScenarioContext, scenario: Scenario, target: Target, workdir: Path, estimate: float, *, restart: bool
+    ctx: ScenarioContext, scenario: Scenario, target: Target, workdir: Path, limit_s: float, *, restart: bool
 ) -> ScenarioResult:
     name = scenario.name
     ctx.say(f"{name}: {scenario.summary(ctx.params)}")
     started = time.monotonic()
-    timeout = estimate * SCENARIO_TIMEOUT_FACTOR + SCENARIO_TIMEOUT_SLACK_S
     try:
-        if scenario.fresh_target and restart and target.restartable:
-            ctx.say("restarting the broker (this scenario measures its memory)")
-            await target.restart(workdir)
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(limit_s):
+            if scenario.fresh_target and restart and target.restartable:
+                ctx.say("restarting the broker (this scenario measures its memory)")
+                await target.restart(workdir)
             outcome = await scenario.run(ctx, target)
     except (BenchError, OSError, TimeoutError) as exc:
         error = str(exc) or type(exc).__name__
         if isinstance(exc, TimeoutError):
-            error = f"did not finish within {timeout:.0f} s"
+            error = (
+                f"did not finish within {limit_s:.0f} s (its share of the time budget, or 3x its estimate)"
+            )
         ctx.say(f"{name}: FAILED: {error}")
         return ScenarioResult(
             scenario=name,
@@ -204,5 +227,6 @@ async def _run_scenario(
         status="ok",
         figures=outcome.figures,
         details=outcome.details,
+        notes=outcome.notes,
         elapsed_s=time.monotonic() - started,
     )

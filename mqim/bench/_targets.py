@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
 
-from mqim.bench._adapters import IM_RECEIVER, IM_SENDER, AdapterSpec
+from mqim.bench._adapters import IM_GROUP, IM_RECEIVER, IM_SENDER, AdapterSpec
 from mqim.bench._exceptions import TargetError, TargetUnsupported, UnknownTarget
 from mqim.bench._procs import child_env, tail
 
@@ -129,6 +129,10 @@ class Target(ABC):
         """Rough time `ensure_users` needs for `users` new accounts (for the time budget)."""
         return 0.0
 
+    def unsupported(self, scenario: str) -> str | None:
+        """Why this target cannot run `scenario` (yet), or None if it can."""
+        return None
+
     def rss_bytes(self) -> int | None:
         """The broker's resident memory (its whole process tree), if the harness started it."""
         pid = self.pid
@@ -172,7 +176,10 @@ class ProcessTarget(Target):
         deadline = loop.time() + START_TIMEOUT_S
         while True:
             if proc.returncode is not None:
-                raise TargetError(f"{self.name} exited with code {proc.returncode}: {self.log_tail()}")
+                log = self.log_tail()
+                last = next((line for line in reversed(log.splitlines()) if line.strip()), "")
+                # First line: the gist (a traceback's last line names the error); then the log.
+                raise TargetError(f"{self.name} exited with code {proc.returncode}: {last.strip()}\n{log}")
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection(self.host, self.port), 1.0)
             except (OSError, TimeoutError):
@@ -311,7 +318,13 @@ class MqimTarget(ProcessTarget):
         await super().start(workdir)
 
     def provisioning_estimate_s(self, users: int) -> float:
-        return users * self.USER_ADD_ESTIMATE_S / max(1, os.cpu_count() or 1)
+        new = max(0, users - len(self._users))
+        return new * self.USER_ADD_ESTIMATE_S / max(1, os.cpu_count() or 1)
+
+    def unsupported(self, scenario: str) -> str | None:
+        if scenario == "group" and self.group_setup_commands(IM_GROUP, owner=IM_SENDER, members=()) is None:
+            return "creating the mqim group is not wired into the bench yet (MqimTarget.group_setup_commands)"
+        return None
 
     async def ensure_users(self, users: Sequence[str]) -> None:
         missing = [u for u in dict.fromkeys(users) if u not in self._users]
@@ -341,9 +354,7 @@ class MqimTarget(ProcessTarget):
             return
         commands = self.group_setup_commands(group, owner=owner, members=members)
         if commands is None:
-            raise TargetUnsupported(
-                "creating the mqim group is not wired into the bench yet (MqimTarget.group_setup_commands)"
-            )
+            raise TargetUnsupported(self.unsupported("group") or "mqim groups cannot be created")
         for argv in commands:
             await self._run_cli(argv, what=" ".join(argv[2:5]))
         self._groups.add(group)
@@ -367,8 +378,9 @@ class MqimTarget(ProcessTarget):
             await proc.wait()
             raise TargetError(f"{what} did not finish within {CLI_TIMEOUT_S} s") from None
         if proc.returncode != 0:
-            text = output.decode(errors="replace").strip()[-1000:]
-            raise TargetError(f"{what} failed (exit code {proc.returncode}): {text}")
+            text = output.decode(errors="replace").strip()[-2000:]
+            last = text.splitlines()[-1].strip() if text else ""
+            raise TargetError(f"{what} failed (exit code {proc.returncode}): {last}\n{text}")
 
 
 class ExternalTarget(Target):

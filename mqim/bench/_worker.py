@@ -9,6 +9,7 @@ directly comparable.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -99,8 +100,21 @@ class _Stdin:
         return [line for line in lines if line.strip()]
 
 
+class _Client(mqtt.Client):
+    """A paho client whose socket connects without binding first.
+
+    paho binds every socket to ('', 0) before connecting; such a bind cannot take a port that a
+    socket in TIME_WAIT still holds, so after a few 10,000-client crowds the ephemeral range
+    (~28,000 ports) runs dry with EADDRINUSE. A plain connect() picks a port per destination and
+    may reuse those ports.
+    """
+
+    def _create_socket_connection(self) -> socket.socket:
+        return socket.create_connection((self._host, self._port), timeout=self._connect_timeout)
+
+
 def _new_client(spec: ClientSpec, userdata: int) -> mqtt.Client:
-    client = mqtt.Client(
+    client = _Client(
         callback_api_version=CallbackAPIVersion.VERSION2,
         client_id=spec.client_id,
         clean_session=spec.clean_session,
@@ -408,7 +422,9 @@ class PublisherWorker(_Worker):
             total = go.count if go.count is not None else max(1, round(go.rate * (go.duration_s or 1.0)))
             period_ns = 1e9 / go.rate
         else:
-            total = go.count if go.count is not None else MAX_FANOUT_PENDING * 1000
+            if go.count is None and go.duration_s is None:
+                raise WorkerError("closed loop needs a count or a duration")
+            total = go.count if go.count is not None else sys.maxsize
             period_ns = 0.0
         first_number, acked_before = self.next_number, self.acked
         start_ns = _now()
@@ -477,6 +493,14 @@ class PublisherWorker(_Worker):
         )
 
 
+def _exit(code: int) -> NoReturn:
+    # Thousands of paho clients make interpreter teardown take seconds; the kernel closes their
+    # sockets at once. Nothing else is buffered but stdout and stderr.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main() -> NoReturn:
     """Read the spec from stdin, play the role, exit 0 (or 1 after an `error` event)."""
     stdin = _Stdin()
@@ -484,7 +508,7 @@ def main() -> NoReturn:
         spec = SPEC_ADAPTER.validate_json(stdin.read_first_line())
     except (ValidationError, BenchError) as exc:
         _emit(ErrorEv(message=f"bad spec: {exc}"))
-        sys.exit(1)
+        _exit(1)
     worker: _Worker = (
         ClientsWorker(spec, stdin) if isinstance(spec, ClientsSpec) else PublisherWorker(spec, stdin)
     )
@@ -492,13 +516,11 @@ def main() -> NoReturn:
         worker.run()
     except (BenchError, OSError) as exc:
         _emit(ErrorEv(message=f"{type(exc).__name__}: {exc}"))
-        sys.exit(1)
+        _exit(1)
     except Exception as exc:
         _emit(ErrorEv(message=f"{type(exc).__name__}: {exc} (traceback on the worker's stderr)"))
         raise
-    finally:
-        worker.net.close()
-    sys.exit(0)
+    _exit(0)
 
 
 if __name__ == "__main__":

@@ -67,10 +67,11 @@ class Column:
 
 @dataclass(kw_only=True)
 class Outcome:
-    """What a scenario measured on one target: key figures (table) and everything else."""
+    """What a scenario measured on one target: key figures (table), caveats, everything else."""
 
     figures: dict[str, Figure] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 class ScenarioContext:

@@ -167,7 +167,12 @@ async def run_group(ctx: ScenarioContext, target: Target) -> Outcome:
         "latency": lat,
         "loss": loss.__dict__,
     }
-    return Outcome(figures=figures, details=details)
+    notes = []
+    if incomplete:
+        notes.append(
+            f"{incomplete} of {total} messages did not reach every member within {FANOUT_TIMEOUT_S:g} s"
+        )
+    return Outcome(figures=figures, details=details, notes=notes)
 
 
 GROUP = Scenario(

@@ -55,7 +55,7 @@ def _outcome(closed: PhaseResult, opened: PhaseResult, params: BenchParams) -> O
         "seq_holes": closed.loss.holes + opened.loss.holes,
     }
     details = {"closed_loop": closed.to_dict(), "open_loop": opened.to_dict()}
-    return Outcome(figures=figures, details=details)
+    return Outcome(figures=figures, details=details, notes=closed.notes() + opened.notes())
 
 
 async def run_p2p(ctx: ScenarioContext, target: Target) -> Outcome:

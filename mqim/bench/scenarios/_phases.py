@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -54,6 +55,7 @@ class PhaseResult:
         publish_rate: Achieved publish rate (first to last publish).
         elapsed_s: First publish to last delivery (or last ack).
         error: What went wrong on the publisher side, if anything.
+        drain: How waiting for the last deliveries ended (see `drain`).
     """
 
     mode: Literal["open", "closed"]
@@ -68,6 +70,24 @@ class PhaseResult:
     publish_rate: float
     elapsed_s: float
     error: str | None
+    drain: DrainEnd
+
+    def notes(self) -> list[str]:
+        """Caveats a reader of the figures must know."""
+        notes = []
+        if self.drain == "timeout" and self.loss.missing:
+            notes.append(
+                f"{self.mode} loop: {self.loss.missing:,} messages were still arriving when the drain window "
+                "ended; they count as missing (overload, not necessarily loss)"
+            )
+        if self.mode == "open" and self.rate and self.publish_rate < 0.95 * self.rate:
+            notes.append(
+                f"open loop: the publisher managed only {self.publish_rate:,.0f} of {self.rate:,.0f} msg/s "
+                f"({self.window} unacknowledged publishes in flight); latency counts from the schedule"
+            )
+        if self.error:
+            notes.append(f"{self.mode} loop publisher: {self.error}")
+        return notes
 
     def to_dict(self) -> dict[str, Any]:
         """Every figure, as JSON-ready data."""
@@ -84,23 +104,30 @@ class PhaseResult:
             "publish_rate": self.publish_rate,
             "elapsed_s": self.elapsed_s,
             "error": self.error,
+            "drain": self.drain,
         }
 
 
-async def drain(worker: WorkerProcess, *, expected: int, timeout_s: float) -> None:
-    """Wait until `worker` counted `expected` distinct deliveries, progress stalls, or time is up."""
+DrainEnd = Literal["complete", "stalled", "timeout"]
+
+
+async def drain(worker: WorkerProcess, *, expected: int, timeout_s: float) -> DrainEnd:
+    """Wait until `worker` counted `expected` distinct deliveries (`complete`), deliveries stop
+    for `DRAIN_IDLE_S` (`stalled`: the rest is lost), or `timeout_s` passes while they still
+    arrive (`timeout`: the rest is late, perhaps not lost)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     last, last_change = -1, loop.time()
     while loop.time() < deadline:
         now_count = worker.latest_count.distinct
         if now_count >= expected:
-            return
+            return "complete"
         if now_count != last:
             last, last_change = now_count, loop.time()
         elif loop.time() - last_change > DRAIN_IDLE_S:
-            return
+            return "stalled"
         await asyncio.sleep(0.05)
+    return "timeout"
 
 
 async def p2p_phase(
@@ -137,14 +164,19 @@ async def p2p_phase(
             done = await pub.expect(DoneEv, duration_s + ACK_TIMEOUT_S + 30.0)
             await pub.send(StopCmd())
             await pub.expect(ResultEv, 10.0)
-        await drain(sub, expected=done.sent, timeout_s=ctx.params.drain_timeout_s)
+        drained = await drain(sub, expected=done.sent, timeout_s=ctx.params.drain_timeout_s)
         await sub.send(StopCmd(expect_n=done.last_number))
         result = await sub.expect(ResultEv, 30.0)
-    return _phase_result(mode, rate, window, done, result)
+    return _phase_result(mode, rate, window, done, result, drained)
 
 
 def _phase_result(
-    mode: Literal["open", "closed"], rate: float | None, window: int, done: DoneEv, result: ResultEv
+    mode: Literal["open", "closed"],
+    rate: float | None,
+    window: int,
+    done: DoneEv,
+    result: ResultEv,
+    drained: DrainEnd,
 ) -> PhaseResult:
     end_ns = max(result.last_recv_ns, done.end_ns)
     elapsed_s = max(end_ns - done.start_ns, 1) / 1e9
@@ -162,6 +194,7 @@ def _phase_result(
         publish_rate=(done.sent - 1) / publish_s if done.sent > 1 else 0.0,
         elapsed_s=elapsed_s,
         error=done.error,
+        drain=drained,
     )
 
 
@@ -204,6 +237,10 @@ async def crowd(ctx: ScenarioContext, target: Target, *, size: int) -> AsyncIter
 
     They stay connected until the `async with` ends.
     """
+    if size == 0:
+        now = time.monotonic_ns()
+        yield CrowdStats(size=0, connected=0, failed=0, first_ns=now, last_ns=now, error=None)
+        return
     adapter = target.adapter_spec(ctx.new_run())
     per_worker = max(1, ctx.params.clients_per_worker)
     n_workers = math.ceil(size / per_worker)

@@ -1,0 +1,99 @@
+"""Bridges: other MQTT brokers into mqim and mqim out to them, without loops or loss.
+
+Inbound bridges (a Mosquitto or EMQX `connection` pointing at mqim) are handled by the broker
+(bridge accounts, protocol level 0x84, `$SYS/broker/connection/{name}/state` notices). This
+package holds the outbound side and the glue into the IM:
+
+- `_topics`: Mosquitto's `topic pattern [in|out|both [qos [local remote]]]` rules and the
+  topic mapping (pure);
+- `_loop`: loop prevention, origin marking and the echo guard (pure);
+- `_im`: device messages into conversation requests, commands out to devices (pure);
+- `_config`: `<data_dir>/bridges.json` (bridges, IM mappings, command routes);
+- `_status`: counters and the status file `mqim bridge list` reads;
+- `_outbound`: `OutboundBridge`, the aiomqtt client of one bridge (async shell);
+- `_service`: `BridgeService`, runs everything in the embedded server.
+"""
+
+from mqim.bridge._config import (
+    BRIDGES_FILENAME,
+    MAX_BRIDGES,
+    MAX_MAPPINGS,
+    MAX_TOPICS_PER_BRIDGE,
+    STATUS_FILENAME,
+    BridgeConfig,
+    BridgesFile,
+    CommandRoute,
+    ImMapping,
+    RemoteUrl,
+    dump_bridges,
+    load_bridges,
+    parse_bridges,
+    parse_remote,
+    save_bridges,
+)
+from mqim.bridge._exceptions import BridgeConfigError, BridgeError, BridgeUnavailable, TopicRuleError
+from mqim.bridge._im import command_for, decode_payload, stable_message_id, uplink_for
+from mqim.bridge._loop import EchoGuard, payload_digest
+from mqim.bridge._outbound import Barrier, LocalPort, OutboundBridge, cover_filters
+from mqim.bridge._service import BridgeService, CommitterLike, committer_barrier
+from mqim.bridge._status import BridgeStats, read_status, write_status
+from mqim.bridge._topics import (
+    Direction,
+    TopicRule,
+    check_topic_rule,
+    format_topic_rule,
+    local_filters,
+    map_in,
+    map_out,
+    may_echo,
+    parse_topic_rule,
+    subscriptions,
+)
+
+__all__ = [
+    "BRIDGES_FILENAME",
+    "MAX_BRIDGES",
+    "MAX_MAPPINGS",
+    "MAX_TOPICS_PER_BRIDGE",
+    "STATUS_FILENAME",
+    "Barrier",
+    "BridgeConfig",
+    "BridgeConfigError",
+    "BridgeError",
+    "BridgeService",
+    "BridgeStats",
+    "BridgeUnavailable",
+    "BridgesFile",
+    "CommandRoute",
+    "CommitterLike",
+    "Direction",
+    "EchoGuard",
+    "ImMapping",
+    "LocalPort",
+    "OutboundBridge",
+    "RemoteUrl",
+    "TopicRule",
+    "TopicRuleError",
+    "check_topic_rule",
+    "command_for",
+    "committer_barrier",
+    "cover_filters",
+    "decode_payload",
+    "dump_bridges",
+    "format_topic_rule",
+    "load_bridges",
+    "local_filters",
+    "map_in",
+    "map_out",
+    "may_echo",
+    "parse_bridges",
+    "parse_remote",
+    "parse_topic_rule",
+    "payload_digest",
+    "read_status",
+    "save_bridges",
+    "stable_message_id",
+    "subscriptions",
+    "uplink_for",
+    "write_status",
+]

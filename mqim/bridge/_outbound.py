@@ -1,0 +1,385 @@
+"""`OutboundBridge`: mqim connects to a remote broker and maps topics both ways (the async shell).
+
+Local side: `out` rules are served by in-process listeners on the broker (`attach_listener`),
+`in` rules by `publish_local`. Remote side: one aiomqtt client with a fixed client id and
+`clean_session=False`, so the remote keeps our subscriptions and queues what arrives while we are
+away. Every connection attempt uses a fresh aiomqtt client (no state of a dead connection leaks
+into the next one); the delay between attempts doubles from `reconnect_min_delay` up to
+`reconnect_max_delay`.
+
+QoS 1 end to end (QoS 2 rules are carried as QoS 1: at least once, the IM dedups by id):
+
+* remote -> mqim: messages are acknowledged to the remote by hand (paho's manual ack) only after
+  they were routed locally and the broker's durable writes for them were committed (`barrier`),
+  so a crash before that makes the remote redeliver them;
+* mqim -> remote: a message leaves the pending queue only once the remote acknowledged it; after
+  a reconnect the unconfirmed ones are sent again. The pending queue is in memory and bounded
+  (`max_pending_out`, oldest dropped and counted): a crash of mqim loses what the remote had not
+  confirmed yet; a clean stop first tries to flush it.
+
+Loops are prevented as described in `mqim.bridge._loop`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Final, Protocol, Self
+
+import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
+
+from mqim.acl import filter_is_subset
+from mqim.bridge._config import BridgeConfig
+from mqim.bridge._exceptions import BridgeConfigError, BridgeUnavailable
+from mqim.bridge._loop import EchoGuard
+from mqim.bridge._status import BridgeStats
+from mqim.bridge._topics import TopicRule, local_filters, map_in, map_out, may_echo, subscriptions
+from mqim.client import backoff_delay
+
+log = logging.getLogger("mqim.bridge")
+
+SEND_WINDOW: Final = 32
+"""Outbound messages published before waiting for their acknowledgements."""
+
+MAX_IN_BATCH: Final = 256
+"""Inbound messages routed before one durability barrier and their acknowledgements."""
+
+PUBLISH_TIMEOUT_S: Final = 10.0
+"""How long one outbound publish waits for the remote's acknowledgement."""
+
+CONNECT_TIMEOUT_S: Final = 10.0
+"""How long a connection attempt (and its subscriptions) may take."""
+
+DRAIN_TIMEOUT_S: Final = 5.0
+"""How long a clean stop waits for pending outbound messages to be confirmed."""
+
+
+class LocalPort(Protocol):
+    """The in-process broker, as the bridge uses it (`MqimBroker` implements it)."""
+
+    def attach_listener(
+        self, topic_filter: str, callback: Callable[[str, bytes], None]
+    ) -> Callable[[], None]:
+        """Call `callback(topic, payload)` synchronously for every publish matching the filter."""
+        ...
+
+    def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
+        """Route a message as the broker itself."""
+        ...
+
+
+Barrier = Callable[[], Awaitable[None]]
+"""Waits until every message routed so far is durable (its queue writes are committed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    seq: int
+    topic: str
+    payload: bytes
+    qos: int
+
+
+def cover_filters(filters: list[str]) -> list[str]:
+    """Drop every filter that another one already covers (so a message fires one listener)."""
+    filters = list(dict.fromkeys(filters))
+    kept: list[str] = []
+    for index, candidate in enumerate(filters):
+        others = filters[:index] + filters[index + 1 :]
+        if not any(filter_is_subset(candidate, other) for other in others):
+            kept.append(candidate)
+    return kept
+
+
+def _refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:
+    return any((code.value if isinstance(code, ReasonCode) else code) >= 0x80 for code in granted)
+
+
+def _raise_if_cancelling() -> None:
+    # aiomqtt's wait_for (Python 3.11) can swallow a cancellation; the request stays visible.
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+class OutboundBridge:
+    """One outbound bridge. Use as an async context manager; it runs until the context exits.
+
+    Args:
+        config: The bridge definition.
+        port: The local broker.
+        barrier: Awaited before acknowledging inbound messages to the remote; None when the
+            local broker has no durable state.
+    """
+
+    def __init__(self, *, config: BridgeConfig, port: LocalPort, barrier: Barrier | None = None) -> None:
+        self.config = config
+        self.name = config.name
+        self.rules: tuple[TopicRule, ...] = config.rules
+        self.stats = BridgeStats(since=time.time())
+        self._port = port
+        self._barrier = barrier
+        self._remote = config.remote_url
+        self._echo = EchoGuard(window_s=config.echo_window_s, max_entries=config.max_echo_entries)
+        self._pending: deque[_Pending] = deque()
+        self._next_seq = 0
+        self._wake = asyncio.Event()
+        self._injecting = False
+        self._last_local: tuple[str, bytes] | None = None
+        self._multi_listener = False
+        self._drained = asyncio.Event()
+        self._detach: list[Callable[[], None]] = []
+        self._task: asyncio.Task[None] | None = None
+        self._client: aiomqtt.Client | None = None
+        self._connected = asyncio.Event()
+        self._tls: ssl.SSLContext | None = None
+        self._ever_connected = False
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        if self._remote.tls:
+            cafile = self.config.cafile
+            try:
+                self._tls = await asyncio.to_thread(
+                    ssl.create_default_context, cafile=str(cafile) if cafile is not None else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise BridgeConfigError(f"bridge {self.name}: cannot load CA file {cafile}: {exc}") from exc
+        filters = cover_filters(local_filters(self.rules))
+        self._multi_listener = len(filters) > 1
+        for topic_filter in filters:
+            self._detach.append(self._port.attach_listener(topic_filter, self._on_local))
+        self._task = asyncio.get_running_loop().create_task(
+            self._supervise(), name=f"mqim-bridge:{self.name}"
+        )
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        for detach in self._detach:
+            detach()
+        self._detach.clear()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if self._pending and self._connected.is_set() and not task.done():
+            # A clean stop: give the remote a moment to confirm what is pending.
+            self._drained.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    await self._drained.wait()
+        if self._pending:
+            log.warning(
+                "bridge %s stopped with %d unconfirmed outbound messages", self.name, len(self._pending)
+            )
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+        self._set_state("stopped")
+
+    @property
+    def connected(self) -> bool:
+        """Whether the remote connection is up."""
+        return self._connected.is_set()
+
+    def _set_state(self, state: str) -> None:
+        if self.stats.state != state:
+            self.stats.state = state
+            self.stats.since = time.time()
+
+    # -- local side ----------------------------------------------------------------------------
+    def _on_local(self, topic: str, payload: bytes) -> None:
+        """Out-listener: queue a local message for the remote (called inside the broker's routing)."""
+        if self._injecting:
+            # We are routing a message that came from this bridge's remote: never send it back.
+            self.stats.dropped_loops += 1
+            return
+        if self._multi_listener:
+            # Overlapping filters fire once each for one publish: the same objects, back to back.
+            last = self._last_local
+            if last is not None and last[0] == topic and last[1] is payload:
+                return
+            self._last_local = (topic, payload)
+        mapped = map_out(self.rules, topic)
+        if mapped is None:
+            return
+        remote_topic, qos = mapped
+        self._pending.append(_Pending(self._next_seq, remote_topic, payload, min(qos, 1)))
+        self._next_seq += 1
+        if len(self._pending) > self.config.max_pending_out:
+            self._pending.popleft()
+            self.stats.dropped_overflow += 1
+            if self.stats.dropped_overflow & (self.stats.dropped_overflow - 1) == 0:
+                log.warning(
+                    "bridge %s: %d outbound messages dropped, max_pending_out=%d reached",
+                    self.name,
+                    self.stats.dropped_overflow,
+                    self.config.max_pending_out,
+                )
+        self.stats.pending_out = len(self._pending)
+        self._wake.set()
+
+    def _bring_in(self, message: aiomqtt.Message) -> None:
+        """Route one message from the remote into mqim (unless it is our own echo)."""
+        topic = message.topic.value
+        payload = message.payload
+        if not isinstance(payload, bytes | bytearray):
+            payload = str(payload).encode() if payload is not None else b""
+        payload = bytes(payload)
+        if self._echo.is_echo(topic, payload, time.monotonic()):
+            self.stats.dropped_loops += 1
+            return
+        mapped = map_in(self.rules, topic)
+        if mapped is None:
+            self.stats.error(f"message on {topic[:200]!r} matches no in rule")
+            return
+        local_topic, qos = mapped
+        self._injecting = True
+        try:
+            self._port.publish_local(
+                local_topic, payload, qos=min(qos, message.qos, 1), retain=message.retain
+            )
+        except Exception as exc:
+            # A failure of one message must not stop the bridge; it is counted and logged.
+            log.exception("bridge %s: routing %r failed", self.name, local_topic[:200])
+            self.stats.error(f"routing {local_topic[:200]!r} failed: {exc}")
+            return
+        finally:
+            self._injecting = False
+        self.stats.messages_in += 1
+
+    # -- remote side ---------------------------------------------------------------------------
+    def _new_client(self) -> aiomqtt.Client:
+        config = self.config
+        client = aiomqtt.Client(
+            self._remote.host,
+            self._remote.port,
+            username=config.username,
+            password=config.password,
+            identifier=config.effective_client_id,
+            clean_session=False,
+            keepalive=config.keepalive,
+            tls_context=self._tls,
+            timeout=CONNECT_TIMEOUT_S,
+            max_inflight_messages=SEND_WINDOW,
+        )
+        # Acknowledge inbound QoS 1 only once the message is routed and durable here. aiomqtt has
+        # no option for it; its paho client does (`manual_ack`), and `ack()` is called below.
+        client._client.manual_ack_set(True)
+        return client
+
+    async def _supervise(self) -> None:
+        """Connect, run, and reconnect with bounded exponential back-off; forever."""
+        attempt = 0
+        while True:
+            _raise_if_cancelling()
+            self._set_state("connecting")
+            client = self._new_client()
+            try:
+                async with client:
+                    attempt = 0
+                    await self._run_connection(client)
+            except (aiomqtt.MqttError, BridgeUnavailable) as exc:
+                _raise_if_cancelling()
+                self.stats.error(str(exc) or type(exc).__name__)
+                log.warning("bridge %s: %s:%d: %s", self.name, self._remote.host, self._remote.port, exc)
+            except Exception as exc:
+                # Anything unexpected (TLS, socket, library errors) is counted and retried: one
+                # bridge must never stop for good while the server runs.
+                _raise_if_cancelling()
+                self.stats.error(f"{type(exc).__name__}: {exc}")
+                log.exception("bridge %s failed; reconnecting", self.name)
+            finally:
+                self._connected.clear()
+                self._client = None
+            self._set_state("disconnected")
+            attempt += 1
+            delay = backoff_delay(
+                attempt, base=self.config.reconnect_min_delay, cap=self.config.reconnect_max_delay
+            )
+            await asyncio.sleep(delay)
+
+    async def _run_connection(self, client: aiomqtt.Client) -> None:
+        subs = subscriptions(self.rules)
+        for topic_filter, qos in subs.items():
+            granted = await client.subscribe(topic_filter, qos=min(qos, 1), timeout=CONNECT_TIMEOUT_S)
+            if _refused(granted):
+                raise BridgeUnavailable(f"the remote refused the subscription to {topic_filter!r}")
+        if self._ever_connected:
+            self.stats.reconnects += 1
+        self._ever_connected = True
+        self._client = client
+        self._connected.set()
+        self._set_state("connected")
+        log.info("bridge %s connected to %s:%d", self.name, self._remote.host, self._remote.port)
+        sender = asyncio.get_running_loop().create_task(
+            self._send_loop(client), name=f"mqim-bridge-send:{self.name}"
+        )
+        try:
+            await self._read_loop(client)
+        finally:
+            sender.cancel()
+            try:
+                await sender
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+
+    async def _read_loop(self, client: aiomqtt.Client) -> None:
+        messages = client.messages
+        while True:
+            batch = [await anext(messages)]
+            while len(messages) and len(batch) < MAX_IN_BATCH:
+                batch.append(await anext(messages))
+            for message in batch:
+                self._bring_in(message)
+            if self._barrier is not None:
+                await self._barrier()
+            for message in batch:
+                if message.qos > 0:
+                    client._client.ack(message.mid, message.qos)
+
+    async def _send_loop(self, client: aiomqtt.Client) -> None:
+        while True:
+            if not self._pending:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = [self._pending[i] for i in range(min(SEND_WINDOW, len(self._pending)))]
+            now = time.monotonic()
+            for item in batch:
+                if may_echo(self.rules, item.topic):
+                    self._echo.expect(item.topic, item.payload, now)
+            results = await asyncio.gather(
+                *(
+                    client.publish(item.topic, item.payload, qos=item.qos, timeout=PUBLISH_TIMEOUT_S)
+                    for item in batch
+                ),
+                return_exceptions=True,
+            )
+            _raise_if_cancelling()
+            confirmed = {item.seq for item, result in zip(batch, results, strict=True) if result is None}
+            while self._pending and self._pending[0].seq in confirmed:
+                self._pending.popleft()
+                self.stats.messages_out += 1
+            self.stats.pending_out = len(self._pending)
+            if not self._pending:
+                self._drained.set()
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                self.stats.error(f"publish failed: {failures[0]!r}")
+                await asyncio.sleep(self.config.reconnect_min_delay)

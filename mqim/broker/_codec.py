@@ -267,7 +267,7 @@ def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]
             raise MalformedPacket("SUBSCRIBE filter without QoS byte")
         qos = body[pos]
         pos += 1
-        if qos & 0xFC:
+        if qos > 2:  # reserved bits set, or QoS 3
             raise MalformedPacket("SUBSCRIBE requested QoS byte invalid (MQTT-3.8.3-4)")
         topics.append((topic_filter, qos))
     if not topics:

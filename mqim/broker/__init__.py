@@ -1,23 +1,102 @@
 """The mqim broker: amqtt's `Broker` with mqim's connection handling, routing and durable sessions."""
 
-from mqim.broker._auth import Authenticator, ConnectRequest, StorageAuthenticator
+from mqim.broker._auth import (
+    DEFAULT_AUTH_METHODS,
+    TOKEN_KEYS_FILENAME,
+    Authenticator,
+    AuthMethod,
+    AuthOptions,
+    CertificateAuthenticator,
+    CertUserField,
+    CompositeAuthenticator,
+    ConnectRequest,
+    PasswordAuthenticator,
+    RefreshableAuthenticator,
+    StorageAuthenticator,
+    TokenAuthenticator,
+    build_authenticator,
+    certificate_user,
+)
 from mqim.broker._broker import Listener, MqimBroker
-from mqim.broker._exceptions import BrokerError, ConfigError, MalformedPacket, ProtocolViolation
+from mqim.broker._cluster import ClusterLink
+from mqim.broker._cluster_keys import ClusterSettings
+from mqim.broker._exceptions import (
+    BrokerError,
+    ClusterError,
+    ConfigError,
+    InvalidToken,
+    KeyringError,
+    MalformedPacket,
+    ProtocolViolation,
+)
+from mqim.broker._limits import KeyedBuckets, TokenBucket, ViolationWindow, address_key
 from mqim.broker._plugins import MqimAuthPlugin
+from mqim.broker._presence import PresenceTracker
+from mqim.broker._receipts import DeliveryReceipts
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._settings import BrokerSettings
+from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.broker._tokens import (
+    Keyring,
+    KeyringFile,
+    TokenClaims,
+    TokenKey,
+    ensure_keyring,
+    issue_token,
+    load_keyring,
+    looks_like_token,
+    save_keyring,
+    unverified_claims,
+    verify_token,
+)
 
 __all__ = [
+    "DEFAULT_AUTH_METHODS",
+    "TOKEN_KEYS_FILENAME",
+    "AuthMethod",
+    "AuthOptions",
     "Authenticator",
     "BrokerError",
     "BrokerSettings",
+    "CertUserField",
+    "CertificateAuthenticator",
+    "ClusterError",
+    "ClusterLink",
+    "ClusterSettings",
+    "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",
+    "DeliveryReceipts",
+    "InvalidToken",
+    "KeyedBuckets",
+    "Keyring",
+    "KeyringError",
+    "KeyringFile",
     "Listener",
     "MalformedPacket",
     "MqimAuthPlugin",
     "MqimBroker",
+    "PasswordAuthenticator",
+    "PresenceTracker",
     "ProtocolViolation",
+    "RefreshableAuthenticator",
+    "SharedIndex",
     "StorageAuthenticator",
     "SubscriptionIndex",
+    "TokenAuthenticator",
+    "TokenBucket",
+    "TokenClaims",
+    "TokenKey",
+    "ViolationWindow",
+    "address_key",
+    "build_authenticator",
+    "certificate_user",
+    "ensure_keyring",
+    "issue_token",
+    "load_keyring",
+    "looks_like_token",
+    "parse_shared",
+    "save_keyring",
+    "unverified_claims",
+    "verify_token",
 ]

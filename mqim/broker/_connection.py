@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 from mqim.acl import Action, Identity, is_valid_filter
 from mqim.broker import _codec as c
 from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
+from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
+from mqim.broker._shared import acl_filter
 
 if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
@@ -75,6 +77,15 @@ class MqttConnection(asyncio.Protocol):
             return
         self.last_rx = time.monotonic()
         try:
+            if (
+                self.state is State.AWAIT_CONNECT
+                and not self.closing
+                and not self.decoder.buffered
+                and data[:1] != b"\x10"
+            ):
+                # Judge the very first byte: a socket that does not start with CONNECT is closed
+                # now instead of holding a connection slot until the CONNECT timeout.
+                raise ProtocolViolation("first packet is not CONNECT (MQTT-3.1.0-1)")
             frames = self.decoder.feed(data)
             if self.state is not State.CONNECTED:
                 self._backlog.extend(frames)
@@ -160,7 +171,12 @@ class MqttConnection(asyncio.Protocol):
         if len(connect.client_id) > settings.max_client_id_chars:
             self._refuse(c.REFUSED_IDENTIFIER, "client id too long")
             return
-        if connect.will_topic is not None and not _valid_publish_topic(connect.will_topic):
+        if (
+            connect.will_topic is not None
+            and not _valid_publish_topic(connect.will_topic)
+            # A Mosquitto bridge's will is its `$SYS/broker/connection/{name}/state` notice.
+            and bridge_notice_name(connect.will_topic) is None
+        ):
             raise ProtocolViolation(f"invalid will topic {connect.will_topic!r} (MQTT-3.1.3-10)")
         self.keepalive = connect.keepalive * settings.keepalive_factor
         self.state = State.AUTHENTICATING
@@ -187,11 +203,26 @@ class MqttConnection(asyncio.Protocol):
         if identity is None:
             self._refuse(c.REFUSED_BAD_CREDENTIALS, f"bad credentials for user {connect.username!r}")
             return
-        if connect.will_topic is not None and not self.hub.acl.allowed(
-            identity, Action.PUBLISH, connect.will_topic
+        if (
+            connect.will_topic is not None
+            and not (identity.kind == "bridge" and bridge_notice_name(connect.will_topic) is not None)
+            and not self.hub.acl.allowed(identity, Action.PUBLISH, connect.will_topic)
         ):
             self._refuse(c.REFUSED_NOT_AUTHORIZED, f"will topic {connect.will_topic!r} not allowed")
             return
+        refusal = self.broker.admit_connection(self, identity)  # disabled meanwhile, per-user limit
+        if refusal is not None:
+            self._refuse(*refusal)
+            return
+        claim = self.hub.claim_session
+        if claim is not None and connect.client_id:
+            # Cluster mode: the client id may live on another node (takeover, session handover).
+            claimed = await claim(connect.client_id, connect.clean_session)
+            if self.state is not State.AUTHENTICATING:
+                return
+            if not claimed:
+                self._refuse(c.REFUSED_UNAVAILABLE, "cluster state unavailable")
+                return
         self._start_session(connect, identity)
 
     def _start_session(self, connect: c.Connect, identity: Identity) -> None:
@@ -216,7 +247,8 @@ class MqttConnection(asyncio.Protocol):
         session, present = hub.open_session(
             client_id=client_id, identity=identity, clean=connect.clean_session
         )
-        session.is_bridge = connect.bridge
+        # A bridge account is a bridge even when its CONNECT lacks the 0x80 level bit (try_private false).
+        session.is_bridge = connect.bridge or identity.kind == "bridge"
         self.session = session
         self.identity = identity
         self.write(c.encode_connack(session_present=present, return_code=c.ACCEPTED))
@@ -300,7 +332,7 @@ class MqttConnection(asyncio.Protocol):
             if len(session.incoming_qos2) >= self.broker.settings.max_inflight:
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
             session.incoming_qos2.add(pub.packet_id or 0)
-        durable = hub.route(topic, pub.payload, pub.qos, origin=session)
+        durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain)
         if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
             durable = True
         self._ack_publish(pub, durable=durable)
@@ -349,7 +381,8 @@ class MqttConnection(asyncio.Protocol):
                 )
                 codes.append(c.SUBACK_FAILURE)
                 continue
-            if not hub.acl.allowed(identity, Action.SUBSCRIBE, topic_filter):
+            # A shared subscription is judged by its inner filter (`$share/{group}/{filter}`).
+            if not hub.acl.allowed(identity, Action.SUBSCRIBE, acl_filter(topic_filter)):
                 hub.counters.acl_denied_subscribe += 1
                 codes.append(c.SUBACK_FAILURE)
                 continue

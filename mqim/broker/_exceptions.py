@@ -3,7 +3,10 @@
 Hierarchy::
 
     BrokerError                 any failure of the mqim broker
+    ├── ClusterError            cluster mode: Redis unreachable or refusing, a node id in use
     ├── ConfigError             invalid broker settings or listener configuration
+    ├── InvalidToken            a signed token that must be refused (its `reason` says why)
+    ├── KeyringError            the token key file cannot be read, parsed or written
     └── ProtocolViolation       a client broke MQTT 3.1.1; its connection is closed
         └── MalformedPacket     bytes that do not decode as a valid packet
 """
@@ -15,8 +18,30 @@ class BrokerError(Exception):
     """Any failure of the mqim broker."""
 
 
+class ClusterError(BrokerError):
+    """Cluster mode failed: Redis is unreachable or refused a command, or a node id is taken."""
+
+
 class ConfigError(BrokerError):
     """Invalid broker settings."""
+
+
+class InvalidToken(BrokerError):
+    """A signed token that must be refused.
+
+    Args:
+        reason: A short machine-readable cause (`malformed`, `unsupported_alg`, `unknown_key`,
+            `bad_signature`, `expired`, `not_yet_valid`, `wrong_audience`, `bad_claims`).
+        message: What is wrong, for logs.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+
+
+class KeyringError(BrokerError):
+    """The token key file cannot be read, parsed or written."""
 
 
 class ProtocolViolation(BrokerError):

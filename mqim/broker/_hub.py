@@ -13,19 +13,32 @@ import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mqim.acl import AclEngine, Action, Identity, topic_matches
+from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset, topic_matches
 from mqim.broker._codec import encode_str
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Session, Writer
 from mqim.broker._settings import BrokerSettings
-from mqim.protocol import InboxKind, inbox_topic
+from mqim.broker._shared import SharedIndex
+from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
 from mqim.storage import RetainedRecord, SessionStore, StoredSession
 
 log = logging.getLogger("mqim.broker")
+
+
+_GROUP_LEVELS = (*PREFIX.split("/"), "g")
+
+
+def group_of(topic_or_filter: str) -> str | None:
+    """The `{group}` level of `im/v1/g/{group}/...` (a topic or a filter), else None."""
+    levels = topic_or_filter.split("/", 4)
+    if len(levels) < 4 or tuple(levels[:3]) != _GROUP_LEVELS or levels[3] in ("+", "#", ""):
+        return None
+    return levels[3]
 
 
 class HubObserver(Protocol):
@@ -77,7 +90,9 @@ class Hub:
         self.acl = acl
         self.store = store
         self.sessions: dict[str, Session] = {}
-        self.index: SubscriptionIndex[str] = SubscriptionIndex()
+        # Plain filters plus `$share/{group}/{filter}` (one member per group, see _shared.py).
+        self.index = SharedIndex()
+        self.index.connected = self._is_connected
         self.retained: dict[str, tuple[bytes, int]] = {}
         self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
         self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
@@ -87,6 +102,21 @@ class Hub:
         self.observers: list[HubObserver] = []
         self.auto_subscriptions = auto_subscriptions
         self.committer = Committer(store=store)
+        # Account kinds of non-user accounts (bridge, service), set before `restore` by the server:
+        # the session store keeps only the user name, and a restored bridge session must keep
+        # receiving its namespace while it is away.
+        self.restored_kinds: dict[str, IdentityKind] = {}
+        # The groups a user belongs to, set by the server that owns the membership index: with
+        # it, each user session is subscribed to `im/v1/g/{group}/#` of its groups and loses
+        # (with the queued messages) those of groups it left (DESIGN.md section 4).
+        self.member_groups: Callable[[str], Collection[str]] | None = None
+        # Cluster mode (mqim.broker._cluster): sends a locally published message to the other
+        # nodes that have subscribers for it; True when that forward must be durable before the
+        # publisher is acknowledged (it then waits for the next commit, like a queued write).
+        self.forwarder: Callable[[str, bytes, int, bool], bool] | None = None
+        # Cluster mode: awaited before a CONNECT with a client id is accepted, to take the id over
+        # from another node and load its persistent session; False refuses the CONNECT.
+        self.claim_session: Callable[[str, bool], Awaitable[bool]] | None = None
 
     # -- loading -------------------------------------------------------------------------------
     def restore(self, sessions: list[StoredSession], retained: list[RetainedRecord]) -> None:
@@ -94,7 +124,13 @@ class Hub:
         now = time.time()
         for stored in sessions:
             identity = (
-                Identity(user=stored.user, client_id=stored.client_id, kind="user") if stored.user else None
+                Identity(
+                    user=stored.user,
+                    client_id=stored.client_id,
+                    kind=self.restored_kinds.get(stored.user, "user"),
+                )
+                if stored.user is not None  # "" is the anonymous user, who owns its sessions too
+                else None
             )
             session = Session(
                 client_id=stored.client_id,
@@ -122,8 +158,20 @@ class Hub:
             enc = self._topic_cache[topic] = encode_str(topic)
         return enc
 
-    def route(self, topic: str, payload: bytes, qos: int, *, origin: Session | None = None) -> bool:
+    def route(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        *,
+        origin: Session | None = None,
+        retain: bool = False,
+        forwarded: bool = False,
+    ) -> bool:
         """Deliver a published message to every matching session and in-process listener.
+
+        `retain` is the flag as published: bridge sessions get it as is (retain-as-published, so
+        the remote broker keeps it retained too); other sessions get 0 (MQTT-3.3.1-9).
 
         Returns True when a durable write was queued (a persistent session got a QoS>0 copy):
         the publisher's acknowledgement must then wait for the next commit.
@@ -147,7 +195,9 @@ class Hub:
                     continue
                 # MQTT-3.3.5-1 / 3.8.4-6: delivery QoS is min(publish QoS, subscription QoS).
                 out_qos = qos if qos < sub_qos else sub_qos
-                evicted = session.deliver(topic, topic_enc, payload, out_qos)
+                evicted = session.deliver(
+                    topic, topic_enc, payload, out_qos, retain=retain and session.is_bridge
+                )
                 if out_qos and session.persistent:
                     durable = True
                 self.counters.delivered += 1
@@ -158,14 +208,22 @@ class Hub:
                 callback = self._listener_callbacks.get(listener_id)
                 if callback is not None:
                     callback(topic, payload)
+        # A message that came from another node is not forwarded again (no loops).
+        if self.forwarder is not None and not forwarded and self.forwarder(topic, payload, qos, retain):
+            durable = True
         return durable
+
+    def _is_connected(self, client_id: str) -> bool:
+        session = self.sessions.get(client_id)
+        return session is not None and session.conn is not None
 
     def _overflowed(self, session: Session, evicted: int) -> None:
         self.counters.evicted += evicted
         user = session.user
         log.warning("session %r queue full: %d oldest entries left the queue", session.client_id, evicted)
-        if user is None or session.overflow_qid:
-            return  # one pending notice is enough until the client has read it
+        if not user or session.overflow_qid:
+            # Anonymous sessions have no inbox; one pending notice is enough until it is read.
+            return
         topic = inbox_topic(user, InboxKind.EVENT)
         body = json.dumps(
             {
@@ -176,9 +234,7 @@ class Hub:
                 "message": "your offline queue was full; call sync to fetch what you missed",
             }
         ).encode()
-        session.overflow_qid = -1  # guard against recursion while delivering the notice
-        session.deliver(topic, self.encode_topic(topic), body, 1)
-        session.overflow_qid = max(session.queue) if session.queue else 0
+        session.queue_notice(topic, self.encode_topic(topic), body)
 
     def retain(self, topic: str, payload: bytes, qos: int) -> bool:
         """Set or (empty payload) clear a retained message (MQTT-3.3.1-5, 3.3.1-10)."""
@@ -256,12 +312,105 @@ class Hub:
         return session, False
 
     def auto_subscribe(self, session: Session) -> None:
-        """Apply server-managed subscriptions (DESIGN.md section 4)."""
-        if self.auto_subscriptions is None or session.identity is None:
+        """Apply server-managed subscriptions (DESIGN.md section 4).
+
+        Also drops the group subscriptions of groups the user left while this session was away
+        (or the broker was down), with their queued messages, before anything is resent.
+        """
+        if session.identity is None:
             return
-        for topic_filter, qos in self.auto_subscriptions(session.identity):
+        self._manage(session, self._managed_filters(session.identity))
+
+    # -- server-managed subscriptions ----------------------------------------------------------
+    def _managed_filters(self, identity: Identity) -> dict[str, int]:
+        wanted: dict[str, int] = {}
+        if self.auto_subscriptions is not None:
+            wanted.update(self.auto_subscriptions(identity))
+        if self.member_groups is not None and identity.kind == "user" and identity.user:
+            qos = min(1, self.settings.max_qos)
+            for group in self.member_groups(identity.user):
+                wanted.setdefault(group_filter(group), qos)
+        return wanted
+
+    def _manage(self, session: Session, wanted: dict[str, int]) -> None:
+        for topic_filter, qos in wanted.items():
             if session.subscriptions.get(topic_filter) != qos:
                 self.subscribe(session, topic_filter, qos)
+        identity = session.identity
+        if self.member_groups is None or identity is None or identity.kind != "user":
+            return
+        keep = {group for f in wanted if (group := group_of(f)) is not None}
+        stale = {group for f in session.subscriptions if (group := group_of(f)) is not None} - keep
+        for group in sorted(stale):
+            self.revoke(session, group_filter(group))
+
+    def refresh_managed(self, users: Collection[str]) -> None:
+        """Bring the server-managed subscriptions of every session of `users` in line, at once.
+
+        Live and persistent (disconnected) sessions alike: a user who joined a group is
+        subscribed to its `g/{group}/#`; one who left loses that subscription, any narrower one
+        it made in that group, and every queued message of the group (see `revoke`). The
+        embedded server registers this as a listener of its `MembershipIndex`.
+        """
+        if not users or (self.auto_subscriptions is None and self.member_groups is None):
+            return
+        affected = set(users)
+        wanted_by_user: dict[str, dict[str, int]] = {}
+        for session in list(self.sessions.values()):
+            identity = session.identity
+            if identity is None or identity.kind != "user" or identity.user not in affected:
+                continue
+            wanted = wanted_by_user.get(identity.user)
+            if wanted is None:
+                wanted = wanted_by_user[identity.user] = self._managed_filters(identity)
+            self._manage(session, wanted)
+
+    def set_user_filters(
+        self, user: str, *, add: Iterable[tuple[str, int]] = (), remove: Iterable[str] = ()
+    ) -> int:
+        """Subscribe every session of `user` to `add` and revoke `remove` (see `revoke`).
+
+        Returns the number of sessions changed (live and persistent ones).
+        """
+        adds, removes = list(add), list(remove)
+        changed = 0
+        for session in list(self.sessions.values()):
+            if session.user != user:
+                continue
+            changed += 1
+            for topic_filter, qos in adds:
+                if session.subscriptions.get(topic_filter) != qos:
+                    self.subscribe(session, topic_filter, qos)
+            for topic_filter in removes:
+                self.revoke(session, topic_filter)
+        return changed
+
+    def revoke(self, session: Session, topic_filter: str) -> int:
+        """Remove `topic_filter` and every narrower subscription of `session`; purge its queue.
+
+        Queued messages matching `topic_filter` leave the queue (and the durable store): those
+        not yet sent, and, when the session is disconnected, those sent but unacknowledged,
+        which would otherwise be resent on reconnect. On a live connection the in-flight ones
+        are already on the wire and keep their packet ids until acknowledged. Returns the
+        number of messages purged.
+        """
+        for existing in [f for f in session.subscriptions if filter_is_subset(f, topic_filter)]:
+            self.unsubscribe(session, existing)
+        doomed = [m for m in session.pending if topic_matches(topic_filter, m.topic)]
+        if session.conn is None:
+            for pid, msg in list(session.inflight.items()):
+                if not msg.released and topic_matches(topic_filter, msg.topic):
+                    del session.inflight[pid]
+                    doomed.append(msg)
+        if not doomed:
+            return 0
+        gone = {msg.qid for msg in doomed}
+        session.pending = deque(m for m in session.pending if m.qid not in gone)
+        for msg in doomed:
+            session._forget(msg)  # queue, byte count and durable store, as an acknowledgement does
+        self.committer.kick()
+        log.info("session %r: %d queued messages of %r purged", session.client_id, len(doomed), topic_filter)
+        return len(doomed)
 
     def connected(self, session: Session, conn: Writer) -> None:
         session.attach(conn)
@@ -318,7 +467,7 @@ class Hub:
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         if retain:
             self.retain(topic, payload, qos)
-        if self.route(topic, payload, qos):
+        if self.route(topic, payload, qos, retain=retain):
             self.committer.kick()
 
 

@@ -143,18 +143,49 @@ class Session:
         self.pump()
         return evicted
 
+    def queue_notice(self, topic: str, topic_enc: bytes, payload: bytes) -> None:
+        """Queue the "please sync" notice of an overflow, at QoS 1 (one at a time).
+
+        The notice is the one entry allowed beyond the queue bounds and is never evicted by them:
+        the session keeps its newest `max_queue_messages` messages and learns it must `sync`.
+        """
+        if self.conn is None and not self.persistent:
+            return
+        msg = Outgoing(
+            qid=self._next_qid, topic=topic, topic_enc=topic_enc, payload=payload, qos=1, retain=False
+        )
+        self._next_qid += 1
+        self.queue[msg.qid] = msg
+        self.pending.append(msg)
+        self.queued_bytes += msg.size
+        self.overflow_qid = msg.qid
+        if self.store is not None:
+            self.store.enqueue(
+                self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=1)
+            )
+        self.pump()
+
     def _enforce_bounds(self) -> int:
         limits = self.settings
+        notice = self.queue.get(self.overflow_qid) if self.overflow_qid > 0 else None
+        spare_count = 0 if notice is None else 1
+        spare_bytes = 0 if notice is None else notice.size
+        pending = self.pending
+        kept: Outgoing | None = None
         evicted: list[int] = []
-        while self.pending and (
-            len(self.queue) > limits.max_queue_messages or self.queued_bytes > limits.max_queue_bytes
+        while pending and (
+            len(self.queue) - spare_count > limits.max_queue_messages
+            or self.queued_bytes - spare_bytes > limits.max_queue_bytes
         ):
-            old = self.pending.popleft()
+            old = pending.popleft()
+            if old is notice:
+                kept = old  # the overflow notice stays, at its place
+                continue
             del self.queue[old.qid]
             self.queued_bytes -= old.size
             evicted.append(old.qid)
-            if old.qid == self.overflow_qid:
-                self.overflow_qid = 0
+        if kept is not None:
+            pending.appendleft(kept)
         if evicted:
             self.evicted += len(evicted)
             if self.store is not None:

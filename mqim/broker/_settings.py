@@ -24,6 +24,26 @@ class BrokerSettings:
         max_retained: Retained topics kept; new retained topics beyond it are refused and logged.
         max_qos: Highest QoS granted to a subscription.
         auto_subscribe: Subscribe each user's session to its own inbox (DESIGN.md section 4).
+        max_payload_bytes: Largest PUBLISH payload accepted from a limited account; a bigger one
+            is dropped and answered with a `too_large` error.
+        publish_rate: Publishes per second per limited user, all its connections together
+            (token bucket refill); beyond it a publish is dropped with `rate_limited`. 0 turns
+            the publish rate limit off.
+        publish_burst: Publishes a limited user may send at once (token bucket size).
+        max_connections_per_user: Connections one limited user may hold at once; one more gets
+            CONNACK 5 (not authorized). 0 turns the limit off.
+        connect_rate_per_address: CONNECTs per second from one source address (IPv4 address or
+            IPv6 /64), before authentication; beyond it CONNACK 3. 0 turns the limit off.
+        connect_burst_per_address: CONNECTs one address may send at once.
+        max_tracked_addresses: Source addresses (and users) whose buckets are kept; the least
+            recently seen leave first.
+        max_violations: Refused publishes (rate, size, ACL) within `violation_window_s` that
+            make a connection abusive: it is closed.
+        violation_window_s: The window of `max_violations`, seconds.
+        limit_exempt_kinds: Account kinds the per-user limits (rate, payload, connections per
+            user) do not apply to: trusted services and administrators by default.
+        policy_poll_interval_s: How often the broker reads storage for ACL rule, role and
+            account changes (a disabled account's connections are closed within it).
     """
 
     max_connections: int = 10_000
@@ -39,3 +59,14 @@ class BrokerSettings:
     max_retained: int = 100_000
     max_qos: int = 2
     auto_subscribe: bool = True
+    max_payload_bytes: int = 65_536
+    publish_rate: float = 100.0
+    publish_burst: int = 200
+    max_connections_per_user: int = 16
+    connect_rate_per_address: float = 50.0
+    connect_burst_per_address: int = 500
+    max_tracked_addresses: int = 10_000
+    max_violations: int = 20
+    violation_window_s: float = 10.0
+    limit_exempt_kinds: frozenset[str] = frozenset({"service", "admin"})
+    policy_poll_interval_s: float = 2.0

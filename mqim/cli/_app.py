@@ -7,10 +7,15 @@ from typing import Annotated
 import typer
 
 import mqim
+from mqim.cli._acl_cmd import acl_app
 from mqim.cli._bench_cmd import bench_command
+from mqim.cli._bridge_cmd import bridge_app
 from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
+from mqim.cli._group_cmd import group_app
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
+from mqim.cli._role_cmd import role_app
+from mqim.cli._token_cmd import token_app
 from mqim.cli._users import users_app
 
 app = typer.Typer(
@@ -64,6 +69,11 @@ app.command("send")(send_command)
 app.command("tail")(tail_command)
 app.command("bench")(bench_command)
 app.add_typer(users_app, name="user")
+app.add_typer(group_app, name="group")
+app.add_typer(acl_app, name="acl")
+app.add_typer(role_app, name="role")
+app.add_typer(token_app, name="token")
+app.add_typer(bridge_app, name="bridge")
 
 
 def main() -> None:

@@ -123,17 +123,28 @@ class LimitsConfig(_Section):
     max_subscriptions_per_session: PositiveInt = 100
     """Subscriptions one session may hold (server-managed ones included)."""
     publish_rate: PositiveFloat = 100.0
-    """Sustained publishes per second per connection (token bucket rate)."""
+    """Sustained publishes per second per user, all its connections together (token bucket rate);
+    beyond it a publish is dropped with a `rate_limited` error."""
     publish_burst: PositiveInt = 200
-    """Publishes a connection may send at once (token bucket size)."""
+    """Publishes a user may send at once (token bucket size)."""
+    max_connections_per_user: PositiveInt = 16
+    """Connections one user may hold at once; one more is refused with CONNACK 5."""
+    connect_rate_per_address: PositiveFloat = 50.0
+    """CONNECTs per second from one source address (IPv6: per /64); beyond it CONNACK 3."""
+    connect_burst_per_address: PositiveInt = 500
+    """CONNECTs one source address may send at once."""
+    max_violations: PositiveInt = 20
+    """Refused publishes (rate, size, ACL) within `violation_window_s` that close a connection."""
+    violation_window_s: PositiveFloat = 10.0
+    """The window of `max_violations`, in seconds."""
     max_client_id_length: PositiveInt = 128
     """Longest MQTT client id accepted."""
     max_keepalive_s: PositiveInt = 3600
     """Largest keepalive a client may ask for."""
     connect_timeout_s: PositiveFloat = 10.0
     """Seconds a new connection has to send its CONNECT."""
-    max_group_members: PositiveInt = 1000
-    """Members of one group."""
+    max_group_members: PositiveInt = 10000
+    """Members of one group (owner included)."""
     max_retained_messages: PositiveInt = 10000
     """Retained messages the broker keeps."""
 
@@ -174,11 +185,42 @@ class LogicConfig(_Section):
         return value
 
 
+AuthMethodName = Literal["cert", "token", "password"]
+
+
 class AuthConfig(_Section):
     """Who may connect."""
 
     allow_anonymous: bool = False
     """Accept connections without credentials (they get no IM identity)."""
+    methods: tuple[AuthMethodName, ...] = ("cert", "token", "password")
+    """Authentication methods in the order they are tried (env: comma-separated)."""
+    token_audience: Annotated[str, StringConstraints(min_length=1, max_length=256)] = "mqim"
+    """The audience (`aud`) a token must name; `mqim token issue` uses it by default."""
+    token_leeway_s: Annotated[int, Field(ge=0, le=3600)] = 60
+    """Clock skew allowed on token expiry and issue times, in seconds."""
+    token_keys_file: Path | None = None
+    """Token signing keys (JSON, mode 0600); None means `<server.data_dir>/token-keys.json`."""
+    cert_user_field: Literal["cn", "san"] = "cn"
+    """Where a TLS client certificate names its user: subject CN or first DNS subjectAltName."""
+    reload_interval_s: Annotated[float, Field(gt=0, le=3600)] = 2.0
+    """How often the server reads stored ACL rules, roles and disabled accounts, in seconds."""
+
+    @field_validator("methods", mode="before")
+    @classmethod
+    def _split_methods(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("methods")
+    @classmethod
+    def _distinct_methods(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one method is required")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a method is listed twice: {list(value)}")
+        return value
 
 
 class LogConfig(_Section):

@@ -13,11 +13,27 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mqim.acl import AclEngine, Identity, MembershipIndex, Rule
-from mqim.broker import BrokerSettings, Listener, MqimBroker, StorageAuthenticator
-from mqim.logic import InProcessBus, LogicLimits, LogicService
+from mqim.acl import AclEngine, Identity, IdentityKind, MembershipIndex, Rule
+from mqim.bridge import BridgeService, committer_barrier
+from mqim.broker import (
+    AuthOptions,
+    BrokerSettings,
+    DeliveryReceipts,
+    Listener,
+    MqimBroker,
+    PresenceTracker,
+    build_authenticator,
+)
+from mqim.logic import (
+    STAMP_NAME,
+    InProcessBus,
+    LogicLimits,
+    LogicService,
+    MembershipFollower,
+    load_membership,
+)
 from mqim.protocol import inbox_filter
-from mqim.storage import SqliteSessionStore, SqliteStorage
+from mqim.storage import AccountKind, SqliteSessionStore, SqliteStorage
 
 log = logging.getLogger("mqim.server")
 
@@ -47,7 +63,9 @@ class EmbeddedServer:
         logic_limits: Logic service limits.
         embedded_logic: Run the logic service in-process (False when `mqim logic` workers do it).
         allow_anonymous: Accept CONNECT without credentials (granted nothing by the default ACL).
-        rules: Extra ACL rules, evaluated before the built-in v1 rules.
+        rules: Extra ACL rules, evaluated before the rules stored with `mqim acl` and the
+            built-in v1 rules.
+        auth: Authentication methods and their options (token keys in the data directory).
     """
 
     def __init__(
@@ -60,6 +78,7 @@ class EmbeddedServer:
         embedded_logic: bool = True,
         allow_anonymous: bool = False,
         rules: Sequence[Rule] = (),
+        auth: AuthOptions | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.listeners = list(listeners) if listeners else [Listener(name="default")]
@@ -67,12 +86,17 @@ class EmbeddedServer:
         self.logic_limits = logic_limits or LogicLimits()
         self.embedded_logic = embedded_logic
         self.allow_anonymous = allow_anonymous
+        self.auth = auth or AuthOptions()
         self.membership = MembershipIndex()
         self.acl = AclEngine(rules=rules, membership=self.membership)
         self.storage = SqliteStorage(path=data_dir / "mqim.db")
         self.session_store = SqliteSessionStore(path=data_dir / "sessions.db")
         self.broker: MqimBroker | None = None
         self.logic: LogicService | None = None
+        self.bridges: BridgeService | None = None
+        self.presence: PresenceTracker | None = None
+        self.receipts: DeliveryReceipts | None = None
+        self.follower: MembershipFollower | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -80,20 +104,30 @@ class EmbeddedServer:
         stack = self._stack
         try:
             await stack.enter_async_context(self.storage)
+            # Memberships before the listeners open: a connecting user is subscribed to its groups.
+            await load_membership(self.storage, self.membership)
             self.broker = MqimBroker(
                 listeners=self.listeners,
                 settings=self.settings,
-                authenticator=StorageAuthenticator(
-                    storage=self.storage, allow_anonymous=self.allow_anonymous
+                authenticator=build_authenticator(
+                    storage=self.storage,
+                    options=self.auth,
+                    data_dir=self.data_dir,
+                    allow_anonymous=self.allow_anonymous,
                 ),
                 acl=self.acl,
                 session_store=self.session_store,
                 auto_subscriptions=default_auto_subscriptions,
+                storage=self.storage,  # stored ACL rules, roles, disabled accounts (polled)
             )
-            await stack.enter_async_context(self.broker)
+            # Restored persistent sessions of bridge/service accounts keep their kind (and ACL).
+            self.broker.hub.restored_kinds = await _account_kinds(self.storage)
+            await self._start_features(stack, self.broker)
             if self.embedded_logic:
                 bus = InProcessBus(port=self.broker)
-                self.logic = LogicService(storage=self.storage, bus=bus, limits=self.logic_limits)
+                self.logic = LogicService(
+                    storage=self.storage, bus=bus, limits=self.logic_limits, membership=self.membership
+                )
                 bus.on_overflow = self.logic.reject_overflow
                 await stack.enter_async_context(bus)
                 tasks = await stack.enter_async_context(asyncio.TaskGroup())
@@ -102,6 +136,18 @@ class EmbeddedServer:
                 # Runs before the cancel above: requests already acknowledged at the MQTT level
                 # are processed before the service stops (bounded wait).
                 stack.push_async_callback(_drain, bus)
+            broker = self.broker
+            # Outbound bridges, IM mappings and command routes of <data_dir>/bridges.json; closed
+            # first, so they stop before the logic service drains.
+            self.bridges = await stack.enter_async_context(
+                BridgeService(
+                    data_dir=self.data_dir,
+                    port=broker,
+                    barrier=committer_barrier(broker.hub.committer),
+                    inbound_status=lambda: broker.bridge_status,
+                    metrics=broker.hub.counters.extra,
+                )
+            )
         except BaseException:
             await stack.aclose()
             raise
@@ -112,7 +158,70 @@ class EmbeddedServer:
     ) -> None:
         await self._stack.aclose()
 
+    async def _start_features(self, stack: contextlib.AsyncExitStack, broker: MqimBroker) -> None:
+        """Start the broker with group subscriptions, presence, receipts and the membership follower.
+
+        The shared `membership` index drives the server-managed `g/{group}/#` subscriptions; an
+        embedded logic service keeps it current, otherwise the follower does (group events of
+        `mqim logic` workers, `mqim group` commands through the stamp file).
+        """
+        hub = broker.hub
+        hub.member_groups = self.membership.groups_of
+        self.membership.add_listener(hub.refresh_managed)
+        stack.callback(self.membership.remove_listener, hub.refresh_managed)
+        self.presence = PresenceTracker(hub=hub)
+        self.receipts = DeliveryReceipts(hub=hub, storage=self.storage)
+        hub.observers.extend((self.presence, self.receipts))
+        await stack.enter_async_context(broker)
+        self.presence.start()
+        follower = self.follower = MembershipFollower(
+            storage=self.storage,
+            index=self.membership,
+            stamp=self.data_dir / STAMP_NAME,
+            port=None if self.embedded_logic else broker,
+        )
+        await stack.enter_async_context(follower)
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        for name, job in (("mqim-receipts", self.receipts.run()), ("mqim-membership", follower.run())):
+            stack.callback(tasks.create_task(job, name=name).cancel)
+        # Runs before the cancels above: the last delivered cursors are written.
+        stack.push_async_callback(self.receipts.flush)
+
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener."""
         assert self.broker is not None, "server not started"
         return self.broker.port(listener)
+
+    async def disable_user(self, user: str) -> int:
+        """Disable an account and close its connections at once; returns how many were closed.
+
+        Raises:
+            mqim.storage.NotFound: No such account.
+        """
+        assert self.broker is not None, "server not started"
+        await self.storage.set_disabled(user, True)
+        return self.broker.block_user(user)
+
+    async def reload_membership(self) -> None:
+        """Apply group changes written to storage directly (not through the service) now.
+
+        `mqim group` does it by touching the stamp file, which the server polls every second.
+        """
+        assert self.follower is not None, "server not started"
+        await self.follower.reload_all()
+
+    async def reload_policy(self) -> None:
+        """Apply rule, role and account changes made in storage now, without waiting for the poll."""
+        assert self.broker is not None, "server not started"
+        await self.broker.reload_policy()
+
+
+async def _account_kinds(storage: SqliteStorage) -> dict[str, IdentityKind]:
+    """The kinds of the accounts that are not plain users (bridge, service), by id."""
+    kinds: dict[str, IdentityKind] = {}
+    for record in await storage.list_users():
+        if record.kind == AccountKind.BRIDGE:
+            kinds[record.user_id] = "bridge"
+        elif record.kind == AccountKind.SERVICE:
+            kinds[record.user_id] = "service"
+    return kinds

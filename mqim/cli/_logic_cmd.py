@@ -135,7 +135,10 @@ def logic_command(
             service = LogicService(
                 storage=storage,
                 bus=bus,
-                limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
+                limits=LogicLimits(
+                    max_payload_bytes=config.limits.max_payload_bytes,
+                    max_group_members=config.limits.max_group_members,
+                ),
             )
             bus.on_overflow = service.reject_overflow
             where = f"{target.host}:{target.port}"

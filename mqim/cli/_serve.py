@@ -7,7 +7,7 @@ import logging
 import signal
 import sys
 
-from mqim.broker import BrokerSettings, Listener
+from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._config import MqimConfig
 from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicLimits
@@ -29,6 +29,27 @@ def broker_settings(config: MqimConfig) -> BrokerSettings:
         max_client_id_chars=limits.max_client_id_length,
         connect_timeout_s=limits.connect_timeout_s,
         max_retained=limits.max_retained_messages,
+        max_payload_bytes=limits.max_payload_bytes,
+        publish_rate=limits.publish_rate,
+        publish_burst=limits.publish_burst,
+        max_connections_per_user=limits.max_connections_per_user,
+        connect_rate_per_address=limits.connect_rate_per_address,
+        connect_burst_per_address=limits.connect_burst_per_address,
+        max_violations=limits.max_violations,
+        violation_window_s=limits.violation_window_s,
+        policy_poll_interval_s=config.auth.reload_interval_s,
+    )
+
+
+def auth_options(config: MqimConfig) -> AuthOptions:
+    """Map the configuration's `auth` section onto the server's authentication options."""
+    auth = config.auth
+    return AuthOptions(
+        methods=auth.methods,
+        token_audience=auth.token_audience,
+        token_leeway_s=float(auth.token_leeway_s),
+        token_keys_file=auth.token_keys_file,
+        cert_user_field=auth.cert_user_field,
     )
 
 
@@ -65,9 +86,13 @@ def build_server(config: MqimConfig) -> EmbeddedServer:
         data_dir=config.server.data_dir,
         listeners=listeners(config),
         settings=broker_settings(config),
-        logic_limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
+        logic_limits=LogicLimits(
+            max_payload_bytes=config.limits.max_payload_bytes,
+            max_group_members=config.limits.max_group_members,
+        ),
         embedded_logic=config.logic.embedded,
         allow_anonymous=config.auth.allow_anonymous,
+        auth=auth_options(config),
     )
 
 

@@ -2,12 +2,20 @@
 
 from mqim.logic._bus import BrokerPort, Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable, LogicError, RequestRejected
+from mqim.logic._follower import (
+    STAMP_NAME,
+    MembershipFollower,
+    load_membership,
+    read_memberships,
+    touch_membership_stamp,
+)
 from mqim.logic._inprocess import InProcessBus
 from mqim.logic._limits import LogicLimits
 from mqim.logic._mqtt_bus import MqttBus
 from mqim.logic._service import LogicCounters, LogicService
 
 __all__ = [
+    "STAMP_NAME",
     "BrokerPort",
     "Bus",
     "BusClosed",
@@ -19,6 +27,10 @@ __all__ = [
     "LogicError",
     "LogicLimits",
     "LogicService",
+    "MembershipFollower",
     "MqttBus",
     "RequestRejected",
+    "load_membership",
+    "read_memberships",
+    "touch_membership_stamp",
 ]

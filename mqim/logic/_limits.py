@@ -22,6 +22,27 @@ class LogicLimits:
             disabled or newly created account is seen by the service at most this late.
         max_pending_rejections: Most `rate_limited` replies waiting to be published after the
             bus overflowed; beyond it the rejections are counted and logged, not answered.
+        max_group_members: Members of one group (owner included); `group.create` and
+            `group.add` beyond it get `too_large`.
+        max_groups_per_user: Groups one user may belong to; creating or adding beyond it gets
+            `too_large`. Each group is one server-managed subscription per session.
+        max_group_name_chars: Longest group name, in characters.
+        max_cmd_members: Most user ids in one `group.create`/`group.add`/`group.remove`.
+        max_event_members: Most user ids listed in a group `event`; a larger change lists only
+            its `count` (the event reaches every member, so its size is multiplied by theirs).
+        max_info_members: Most members listed by one `group.info` (page with `offset`).
+        sync_page_messages: Most messages in one sync page (all conversations together).
+        sync_conv_messages: Most messages of one conversation in one sync page.
+        sync_page_convs: Most conversations in one sync page.
+        page_bytes: Soft bound of a sync or history page's payload; a page stops growing once
+            past it (it always holds at least one message, so paging makes progress).
+        history_default: Messages in a history page when the request gives no `limit`.
+        history_max: Largest `limit` of a history request (larger asks are capped).
+        delete_scan_messages: Most entries of a user's own conversation `d:{me}:{me}` read to
+            find its delete-for-me events when building a sync or history page.
+        typing_per_s: Typing notifications per user per second (token bucket refill).
+        typing_burst: Typing notifications a user may send at once (token bucket size).
+        rate_table_size: Users tracked by the typing rate limiter (least recently seen leave).
     """
 
     max_payload_bytes: int = 65_536
@@ -32,6 +53,22 @@ class LogicLimits:
     user_cache_size: int = 10_000
     user_cache_ttl_s: float = 2.0
     max_pending_rejections: int = 10_000
+    max_group_members: int = 10_000
+    max_groups_per_user: int = 1_000
+    max_group_name_chars: int = 128
+    max_cmd_members: int = 1_000
+    max_event_members: int = 100
+    max_info_members: int = 1_000
+    sync_page_messages: int = 500
+    sync_conv_messages: int = 100
+    sync_page_convs: int = 500
+    page_bytes: int = 192 * 1024
+    history_default: int = 50
+    history_max: int = 200
+    delete_scan_messages: int = 10_000
+    typing_per_s: float = 2.0
+    typing_burst: int = 5
+    rate_table_size: int = 100_000
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -5,8 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mqim.protocol import Ack, DeliveredMessage, ErrorCode, ErrorPayload, InboxKind, inbox_topic
+from mqim.protocol import (
+    Ack,
+    DeliveredMessage,
+    ErrorCode,
+    ErrorPayload,
+    Event,
+    GroupKind,
+    InboxKind,
+    group_topic,
+    inbox_topic,
+)
 from mqim.storage import MessageRecord
+
+OPS = frozenset({"edit", "recall", "delete"})
+"""Stored message kinds that are operations on an earlier message (`op` on the wire)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,8 +31,14 @@ class Outbound:
     qos: int = 1
 
 
-def delivered_payload(record: MessageRecord) -> bytes:
-    """The `DeliveredMessage` JSON of a stored message, as recipients see it."""
+def delivered_model(record: MessageRecord, *, deleted: bool = False) -> DeliveredMessage:
+    """The `DeliveredMessage` of a stored message, as recipients see it.
+
+    An operation (kind `edit`, `recall`, `delete`) carries `op` and `ref_seq` (and `ref_conv`
+    for a delete-for-me, stored in the user's own conversation). With `deleted=True` the content
+    is left out: the user deleted this message for itself.
+    """
+    body = record.body
     fields: dict[str, Any] = {
         "conv": record.conv,
         "seq": record.seq,
@@ -27,10 +46,27 @@ def delivered_payload(record: MessageRecord) -> bytes:
         "id": record.client_id,
         "from": record.sender,  # a Python keyword, hence the dict
         "ts": record.ts,
-        "text": record.body.get("text"),
-        "data": record.body.get("data"),
     }
-    return DeliveredMessage.model_validate(fields).to_json()
+    if deleted:
+        fields["deleted"] = True
+    else:
+        fields["text"] = body.get("text")
+        fields["data"] = body.get("data")
+    if record.kind in OPS:
+        fields["op"] = record.kind
+        fields["ref_seq"] = body.get("ref_seq")
+        fields["ref_conv"] = body.get("ref_conv")
+    return DeliveredMessage.model_validate(fields)
+
+
+def delivered_payload(record: MessageRecord) -> bytes:
+    """The `DeliveredMessage` JSON of a stored message, as recipients see it."""
+    return delivered_model(record).to_json()
+
+
+def message_dict(record: MessageRecord, *, deleted: bool = False) -> dict[str, Any]:
+    """The `DeliveredMessage` of a stored message as a JSON-ready dict (for sync and history)."""
+    return delivered_model(record, deleted=deleted).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def ack_payload(record: MessageRecord) -> bytes:
@@ -48,6 +84,34 @@ def error_payload(*, ref: str | None, code: ErrorCode, message: str) -> bytes:
 def error_reply(user: str, *, ref: str | None, code: ErrorCode, message: str) -> Outbound:
     """An error for `user` on `im/v1/u/{user}/error`."""
     return Outbound(inbox_topic(user, InboxKind.ERROR), error_payload(ref=ref, code=code, message=message))
+
+
+def event(topic: str, type_: str, /, **fields: Any) -> Outbound:
+    """An `event` of type `type_` on `topic` (QoS 1); None-valued fields are left out."""
+    return Outbound(topic, Event.model_validate({"type": type_, **fields}).to_json())
+
+
+def user_event(user: str, type_: str, /, **fields: Any) -> Outbound:
+    """An `event` for all devices of `user` on `im/v1/u/{user}/event`."""
+    return event(inbox_topic(user, InboxKind.EVENT), type_, **fields)
+
+
+def group_event(group: str, type_: str, /, **fields: Any) -> Outbound:
+    """An `event` for every member of `group` on `im/v1/g/{group}/event`."""
+    return event(group_topic(group, GroupKind.EVENT), type_, **fields)
+
+
+def group_replies(record: MessageRecord, *, group: str, created: bool) -> list[Outbound]:
+    """What to publish, in order, for one result of a group send by `record.sender`.
+
+    A newly stored message is published once on `g/{group}/msg` (every member's session is
+    subscribed to it, the sender's other devices included), then the sender gets its ack.
+    A retry (`created=False`) gets the same ack again and nothing else.
+    """
+    ack = Outbound(inbox_topic(record.sender, InboxKind.ACK), ack_payload(record))
+    if not created:
+        return [ack]
+    return [Outbound(group_topic(group, GroupKind.MSG), delivered_payload(record)), ack]
 
 
 def direct_replies(record: MessageRecord, *, peer: str, created: bool) -> list[Outbound]:

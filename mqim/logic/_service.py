@@ -8,13 +8,19 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mqim.acl import MembershipIndex
 from mqim.logic._bus import Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError
+from mqim.logic._groups import CmdHandler
 from mqim.logic._limits import LogicLimits
+from mqim.logic._membership import GroupAccess
+from mqim.logic._read import ReadHandler
 from mqim.logic._replies import Outbound, error_reply
 from mqim.logic._requests import Handler, Uplink
 from mqim.logic._send import SendHandler
+from mqim.logic._sync import HistoryHandler, SyncHandler
 from mqim.logic._tasks import raise_if_cancelling
+from mqim.logic._typing import TypingHandler
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import extract_ref, unsupported_kind_message
 from mqim.protocol import ErrorCode, InvalidTopic, UpKind, parse_up_topic
@@ -78,6 +84,10 @@ class LogicService:
         bus: The transport (started by the caller).
         limits: Named limits; defaults to `LogicLimits()`.
         clock: Server time in milliseconds since the epoch; defaults to the system clock.
+        membership: The membership index shared with an in-process broker (its ACL and
+            server-managed subscriptions follow it), kept current by this service after every
+            group change and new direct conversation. None for a standalone worker: membership
+            is then read from storage, and the broker follows the published group events.
     """
 
     def __init__(
@@ -87,20 +97,30 @@ class LogicService:
         bus: Bus,
         limits: LogicLimits | None = None,
         clock: Callable[[], int] | None = None,
+        membership: MembershipIndex | None = None,
     ) -> None:
         self._bus = bus
-        self._limits = limits if limits is not None else LogicLimits()
-        self._users = UserDirectory(
-            storage=storage, maxsize=self._limits.user_cache_size, ttl_s=self._limits.user_cache_ttl_s
+        limits = self._limits = limits if limits is not None else LogicLimits()
+        users = self._users = UserDirectory(
+            storage=storage, maxsize=limits.user_cache_size, ttl_s=limits.user_cache_ttl_s
         )
+        groups = GroupAccess(storage=storage, index=membership)
         send = SendHandler(
             storage=storage,
-            users=self._users,
-            limits=self._limits,
+            users=users,
+            groups=groups,
+            limits=limits,
             clock=clock if clock is not None else _now_ms,
         )
         # One entry per supported request kind; a new kind is a new handler here.
-        self._handlers: dict[str, Handler] = {UpKind.MSG.value: send}
+        self._handlers: dict[str, Handler] = {
+            UpKind.MSG.value: send,
+            UpKind.READ.value: ReadHandler(storage=storage, groups=groups, limits=limits),
+            UpKind.TYPING.value: TypingHandler(users=users, groups=groups, limits=limits),
+            UpKind.SYNC.value: SyncHandler(storage=storage, limits=limits),
+            UpKind.HISTORY.value: HistoryHandler(storage=storage, groups=groups, limits=limits),
+            UpKind.CMD.value: CmdHandler(storage=storage, users=users, groups=groups, limits=limits),
+        }
         self._rejections: deque[Outbound] = deque()
         self.counters = LogicCounters()
 

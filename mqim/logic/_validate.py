@@ -7,13 +7,17 @@ so that a client can tell which of its messages was refused.
 from __future__ import annotations
 
 import json
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.protocol import ID_PATTERN, ErrorCode, SendRequest, UpKind, is_valid_id
+
+_M = TypeVar("_M", bound=BaseModel)
+
+_OPS = ("edit", "recall", "delete")
 
 _UP_KINDS = frozenset(kind.value for kind in UpKind)
 _KNOWN_KINDS = ", ".join(kind.value for kind in UpKind)
@@ -169,16 +173,29 @@ def parse_send(payload: bytes, *, limits: LogicLimits) -> SendRequest:
     else:
         _require_id(obj, "group", what="group id", ref=ref)
 
+    op = obj.get("op")
+    if op is not None and op not in _OPS:
+        raise RequestRejected(f"unknown op {json.dumps(op)[:40]}; expected one of {', '.join(_OPS)}", ref=ref)
+    ref_seq = obj.get("ref_seq")
+    if op is not None and (not isinstance(ref_seq, int) or isinstance(ref_seq, bool) or ref_seq < 1):
+        raise RequestRejected(f"op {op!r} needs 'ref_seq', the seq of the message it applies to", ref=ref)
+    if op is None and ref_seq is not None:
+        raise RequestRejected("'ref_seq' is only allowed with an 'op'", ref=ref)
+
+    if op in ("recall", "delete"):
+        # These carry no content of their own: whatever was sent with them is not stored.
+        obj = {key: value for key, value in obj.items() if key not in ("text", "data")}
     text = obj.get("text")
     data = obj.get("data")
     if text is not None and not isinstance(text, str):
         raise RequestRejected(f"field 'text' must be a string, got {_json_type(text)}", ref=ref)
     if data is not None and not isinstance(data, dict):
         raise RequestRejected(f"field 'data' must be an object, got {_json_type(data)}", ref=ref)
-    if text is None and data is None:
-        raise RequestRejected("one of 'text' and 'data' is required", ref=ref)
-    if text == "" and data is None:
-        raise RequestRejected("message is empty: 'text' is empty and there is no 'data'", ref=ref)
+    if op not in ("recall", "delete"):
+        if text is None and data is None:
+            raise RequestRejected("one of 'text' and 'data' is required", ref=ref)
+        if text == "" and data is None:
+            raise RequestRejected("message is empty: 'text' is empty and there is no 'data'", ref=ref)
     if text is not None and len(text) > limits.max_text_chars:
         raise RequestRejected(
             f"text is {len(text)} characters, limit is {limits.max_text_chars}",
@@ -189,6 +206,23 @@ def parse_send(payload: bytes, *, limits: LogicLimits) -> SendRequest:
         return SendRequest.model_validate(obj)
     except ValidationError as exc:
         # The checks above mirror the model; this is the model having the last word.
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise RequestRejected(f"invalid {where}: {first['msg']}", ref=ref) from None
+
+
+def parse_request(payload: bytes, model: type[_M], *, limits: LogicLimits) -> _M:
+    """Validate a request payload against `model` (after the checks of `decode_request`).
+
+    Raises:
+        RequestRejected: `too_large` above the payload limit, else `bad_request` naming the
+            first invalid field; `ref` is the request `id` when it could be read.
+    """
+    obj = decode_request(payload, limits=limits)
+    ref = read_ref(obj)
+    try:
+        return model.model_validate(obj)
+    except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "payload"
         raise RequestRejected(f"invalid {where}: {first['msg']}", ref=ref) from None

@@ -2,9 +2,11 @@
 
 from mqim.storage._base import SessionStore, Storage
 from mqim.storage._exceptions import AlreadyExists, Conflict, NotFound, StorageError, Unavailable
+from mqim.storage._mongo import MongoStorage
 from mqim.storage._passwords import hash_password, verify_password
 from mqim.storage._records import (
     AccountKind,
+    AclRuleRecord,
     AppendResult,
     ConvState,
     GroupRecord,
@@ -13,25 +15,32 @@ from mqim.storage._records import (
     QueuedMessage,
     RetainedRecord,
     Role,
+    RoleRecord,
     StoredSession,
+    UserChanges,
     UserRecord,
 )
+from mqim.storage._redis_sessions import RedisSessionStore
 from mqim.storage._sqlite import SqliteStorage
 from mqim.storage._sqlite_sessions import SqliteSessionStore
 
 __all__ = [
     "AccountKind",
+    "AclRuleRecord",
     "AlreadyExists",
     "AppendResult",
     "Conflict",
     "ConvState",
     "GroupRecord",
     "MessageRecord",
+    "MongoStorage",
     "NewMessage",
     "NotFound",
     "QueuedMessage",
+    "RedisSessionStore",
     "RetainedRecord",
     "Role",
+    "RoleRecord",
     "SessionStore",
     "SqliteSessionStore",
     "SqliteStorage",
@@ -39,6 +48,7 @@ __all__ = [
     "StorageError",
     "StoredSession",
     "Unavailable",
+    "UserChanges",
     "UserRecord",
     "hash_password",
     "verify_password",

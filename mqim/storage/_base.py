@@ -13,6 +13,7 @@ from typing import Self
 
 from mqim.storage._records import (
     AccountKind,
+    AclRuleRecord,
     AppendResult,
     ConvState,
     GroupRecord,
@@ -21,7 +22,9 @@ from mqim.storage._records import (
     QueuedMessage,
     RetainedRecord,
     Role,
+    RoleRecord,
     StoredSession,
+    UserChanges,
     UserRecord,
 )
 
@@ -149,6 +152,72 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def conv_states(self, user_id: str, convs: Sequence[str] | None = None) -> list[ConvState]:
         """The user's state in `convs`, or in every conversation it takes part in."""
+
+    # -- access control (rules, roles, revoked tokens, account changes) -------------------------
+    @abc.abstractmethod
+    async def add_acl_rule(self, text: str, *, name: str = "") -> AclRuleRecord:
+        """Append a rule (text in the `mqim.acl` syntax, stored as given) after the others."""
+
+    @abc.abstractmethod
+    async def list_acl_rules(self) -> list[AclRuleRecord]:
+        """Every stored rule, in evaluation order (ascending `rule_id`)."""
+
+    @abc.abstractmethod
+    async def remove_acl_rule(self, rule_id: int) -> None:
+        """Delete a rule; raises `NotFound`."""
+
+    @abc.abstractmethod
+    async def create_role(self, name: str, *, description: str = "") -> RoleRecord:
+        """Create a role; raises `AlreadyExists`."""
+
+    @abc.abstractmethod
+    async def delete_role(self, name: str) -> None:
+        """Delete a role and every assignment of it; raises `NotFound`."""
+
+    @abc.abstractmethod
+    async def list_roles(self) -> list[RoleRecord]:
+        """Every role with its members, sorted by name."""
+
+    @abc.abstractmethod
+    async def assign_role(self, user_id: str, role: str) -> None:
+        """Give `role` to `user_id` (no-op if held); raises `NotFound` for an unknown user or role."""
+
+    @abc.abstractmethod
+    async def unassign_role(self, user_id: str, role: str) -> None:
+        """Take `role` from `user_id`; raises `NotFound` if the user does not hold it."""
+
+    @abc.abstractmethod
+    async def roles_of(self, user_id: str) -> list[str]:
+        """The roles `user_id` holds, sorted."""
+
+    @abc.abstractmethod
+    async def acl_version(self) -> int:
+        """A number that changes whenever rules, roles or role assignments change.
+
+        A running broker polls it and reloads rules and roles when it moves.
+        """
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: str, *, expires_ts: int | None) -> None:
+        """Record that the token `token_id` (its `jti`) is revoked (idempotent).
+
+        `expires_ts` is the token's expiry (seconds since the epoch) when known: the entry may
+        be forgotten once it has passed, since the token is refused as expired anyway.
+        """
+
+    @abc.abstractmethod
+    async def is_token_revoked(self, token_id: str) -> bool:
+        """Return True if `token_id` was revoked."""
+
+    @abc.abstractmethod
+    async def user_changes(self, since: int | None, *, limit: int = 1000) -> UserChanges:
+        """Accounts changed (created, updated, disabled, enabled, removed) after change `since`.
+
+        With `since=None`, return the current change number and no users (a starting point).
+        At most `limit` changes are returned at once; call again with the returned `rev`.
+        The change log is bounded: when `since` is older than what it keeps, the result says
+        `complete=False`.
+        """
 
 
 class SessionStore(abc.ABC):

@@ -130,3 +130,42 @@ class RetainedRecord:
     topic: str
     payload: bytes
     qos: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AclRuleRecord:
+    """A stored ACL rule: its text in the `mqim.acl` rule syntax, evaluated in `rule_id` order.
+
+    Storage keeps the text as given; parsing and validation are the ACL's business.
+    """
+
+    rule_id: int
+    text: str
+    name: str = ""
+    created_ts: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleRecord:
+    """A role that ACL rules can name (`role:NAME`), with the users holding it (sorted)."""
+
+    name: str
+    description: str = ""
+    members: tuple[str, ...] = ()
+    created_ts: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserChanges:
+    """Accounts changed (updated, disabled, enabled, removed) after a change number.
+
+    Attributes:
+        rev: The newest change number covered; pass it as `since` next time.
+        users: The changed accounts' ids, each once, oldest change first.
+        complete: False when changes after `since` were already pruned from the change log:
+            the caller must re-check every account it cares about.
+    """
+
+    rev: int
+    users: tuple[str, ...] = ()
+    complete: bool = True

@@ -31,12 +31,15 @@ from mqim.storage._passwords import DUMMY_HASH, hash_password
 from mqim.storage._passwords import verify_password as check_password
 from mqim.storage._records import (
     AccountKind,
+    AclRuleRecord,
     AppendResult,
     ConvState,
     GroupRecord,
     MessageRecord,
     NewMessage,
     Role,
+    RoleRecord,
+    UserChanges,
     UserRecord,
 )
 from mqim.storage._sqlite_schema import STORAGE_SCHEMA, migrate
@@ -44,6 +47,9 @@ from mqim.storage._sqlite_writer import SqliteWorker
 
 # How long close() waits for each worker thread to finish its queue.
 CLOSE_TIMEOUT_S: Final = 30.0
+
+# Revocations are kept this long past their token's expiry (beyond any verifier's clock leeway).
+REVOCATION_GRACE_S: Final = 86_400
 
 
 def _now_ms() -> int:
@@ -330,6 +336,122 @@ def _conv_states(conn: sqlite3.Connection, user_id: str, convs: Sequence[str] | 
     return [_conv_state(conn, user_id, conv) for conv in dict.fromkeys(convs)]
 
 
+# -- access control ------------------------------------------------------------------------------
+def _add_acl_rule(conn: sqlite3.Connection, text: str, name: str) -> AclRuleRecord:
+    ts = _now_ms()
+    cur = conn.execute("INSERT INTO acl_rules (text, name, created_ts) VALUES (?, ?, ?)", (text, name, ts))
+    if cur.lastrowid is None:
+        raise StorageError("rule insert returned no id")
+    return AclRuleRecord(rule_id=int(cur.lastrowid), text=text, name=name, created_ts=ts)
+
+
+def _list_acl_rules(conn: sqlite3.Connection) -> list[AclRuleRecord]:
+    return [
+        AclRuleRecord(rule_id=row[0], text=row[1], name=row[2], created_ts=row[3])
+        for row in conn.execute("SELECT id, text, name, created_ts FROM acl_rules ORDER BY id")
+    ]
+
+
+def _remove_acl_rule(conn: sqlite3.Connection, rule_id: int) -> None:
+    if conn.execute("DELETE FROM acl_rules WHERE id = ?", (rule_id,)).rowcount == 0:
+        raise NotFound(f"no ACL rule {rule_id}")
+
+
+def _create_role(conn: sqlite3.Connection, name: str, description: str) -> RoleRecord:
+    ts = _now_ms()
+    try:
+        conn.execute(
+            "INSERT INTO roles (name, description, created_ts) VALUES (?, ?, ?)", (name, description, ts)
+        )
+    except sqlite3.IntegrityError as exc:
+        raise AlreadyExists(f"role {name!r} already exists") from exc
+    return RoleRecord(name=name, description=description, members=(), created_ts=ts)
+
+
+def _delete_role(conn: sqlite3.Connection, name: str) -> None:
+    if conn.execute("DELETE FROM roles WHERE name = ?", (name,)).rowcount == 0:
+        raise NotFound(f"no role {name!r}")
+    conn.execute("DELETE FROM role_members WHERE role = ?", (name,))
+
+
+def _list_roles(conn: sqlite3.Connection) -> list[RoleRecord]:
+    members: dict[str, list[str]] = {}
+    for role, user in conn.execute("SELECT role, user FROM role_members ORDER BY role, user"):
+        members.setdefault(role, []).append(user)
+    return [
+        RoleRecord(name=row[0], description=row[1], members=tuple(members.get(row[0], ())), created_ts=row[2])
+        for row in conn.execute("SELECT name, description, created_ts FROM roles ORDER BY name")
+    ]
+
+
+def _require_role(conn: sqlite3.Connection, role: str) -> None:
+    if conn.execute("SELECT 1 FROM roles WHERE name = ?", (role,)).fetchone() is None:
+        raise NotFound(f"no role {role!r}")
+
+
+def _assign_role(conn: sqlite3.Connection, user_id: str, role: str) -> None:
+    if _get_user(conn, user_id) is None:
+        raise NotFound(f"no user {user_id!r}")
+    _require_role(conn, role)
+    conn.execute("INSERT OR IGNORE INTO role_members (role, user) VALUES (?, ?)", (role, user_id))
+
+
+def _unassign_role(conn: sqlite3.Connection, user_id: str, role: str) -> None:
+    _require_role(conn, role)
+    if conn.execute("DELETE FROM role_members WHERE role = ? AND user = ?", (role, user_id)).rowcount == 0:
+        raise NotFound(f"user {user_id!r} does not hold role {role!r}")
+
+
+def _roles_of(conn: sqlite3.Connection, user_id: str) -> list[str]:
+    return [
+        row[0]
+        for row in conn.execute("SELECT role FROM role_members WHERE user = ? ORDER BY role", (user_id,))
+    ]
+
+
+def _acl_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM counters WHERE name = 'acl'").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def _revoke_token(conn: sqlite3.Connection, token_id: str, expires_ts: int | None) -> None:
+    now_s = _now_ms() // 1000
+    conn.execute(
+        "INSERT INTO revoked_tokens (jti, expires_ts, revoked_ts) VALUES (?, ?, ?) "
+        # Revoking again never shortens what is kept: NULL (unknown expiry) wins, else the later.
+        "ON CONFLICT (jti) DO UPDATE SET expires_ts = CASE "
+        "WHEN revoked_tokens.expires_ts IS NULL OR excluded.expires_ts IS NULL THEN NULL "
+        "ELSE max(revoked_tokens.expires_ts, excluded.expires_ts) END",
+        (token_id, expires_ts, now_s),
+    )
+    # Entries of tokens long expired protect nothing: the table stays as small as the live tokens.
+    conn.execute(
+        "DELETE FROM revoked_tokens WHERE expires_ts IS NOT NULL AND expires_ts < ?",
+        (now_s - REVOCATION_GRACE_S,),
+    )
+
+
+def _is_token_revoked(conn: sqlite3.Connection, token_id: str) -> bool:
+    return conn.execute("SELECT 1 FROM revoked_tokens WHERE jti = ?", (token_id,)).fetchone() is not None
+
+
+def _user_changes(conn: sqlite3.Connection, since: int | None, limit: int) -> UserChanges:
+    row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'user_changes'").fetchone()
+    current = 0 if row is None else int(row[0])
+    if since is None:
+        return UserChanges(rev=current, users=(), complete=True)
+    if since > current:
+        # The caller has seen changes this database never had (a restored backup): start over.
+        return UserChanges(rev=current, users=(), complete=False)
+    oldest = conn.execute("SELECT min(rev) FROM user_changes").fetchone()[0]
+    complete = oldest is None or since >= int(oldest) - 1
+    rows = conn.execute(
+        "SELECT rev, user FROM user_changes WHERE rev > ? ORDER BY rev LIMIT ?", (since, max(0, limit))
+    ).fetchall()
+    rev = int(rows[-1][0]) if rows else (current if limit > 0 else since)
+    return UserChanges(rev=rev, users=tuple(dict.fromkeys(user for _, user in rows)), complete=complete)
+
+
 class SqliteStorage(Storage):
     """`Storage` in one SQLite file: the embedded default.
 
@@ -523,3 +645,56 @@ class SqliteStorage(Storage):
         """
         wanted = None if convs is None else list(convs)
         return await self._r().run(lambda c: _conv_states(c, user_id, wanted), what="conv states")
+
+    # -- access control ------------------------------------------------------------------------
+    async def add_acl_rule(self, text: str, *, name: str = "") -> AclRuleRecord:
+        """Append a rule after the others (its text is stored as given)."""
+        return await self._w().run(lambda c: _add_acl_rule(c, text, name), what="add ACL rule")
+
+    async def list_acl_rules(self) -> list[AclRuleRecord]:
+        """Every stored rule, in evaluation order."""
+        return await self._r().run(_list_acl_rules, what="list ACL rules")
+
+    async def remove_acl_rule(self, rule_id: int) -> None:
+        """Delete a rule; raises `NotFound`."""
+        await self._w().run(lambda c: _remove_acl_rule(c, rule_id), what="remove ACL rule")
+
+    async def create_role(self, name: str, *, description: str = "") -> RoleRecord:
+        """Create a role; raises `AlreadyExists`."""
+        return await self._w().run(lambda c: _create_role(c, name, description), what="create role")
+
+    async def delete_role(self, name: str) -> None:
+        """Delete a role and its assignments; raises `NotFound`."""
+        await self._w().run(lambda c: _delete_role(c, name), what="delete role")
+
+    async def list_roles(self) -> list[RoleRecord]:
+        """Every role with its members, sorted by name."""
+        return await self._r().run(_list_roles, what="list roles")
+
+    async def assign_role(self, user_id: str, role: str) -> None:
+        """Give `role` to `user_id`; raises `NotFound` for an unknown user or role."""
+        await self._w().run(lambda c: _assign_role(c, user_id, role), what="assign role")
+
+    async def unassign_role(self, user_id: str, role: str) -> None:
+        """Take `role` from `user_id`; raises `NotFound` if not held."""
+        await self._w().run(lambda c: _unassign_role(c, user_id, role), what="unassign role")
+
+    async def roles_of(self, user_id: str) -> list[str]:
+        """The roles `user_id` holds, sorted."""
+        return await self._r().run(lambda c: _roles_of(c, user_id), what="roles of")
+
+    async def acl_version(self) -> int:
+        """A counter moved by triggers on every rule, role or assignment change."""
+        return await self._r().run(_acl_version, what="ACL version")
+
+    async def revoke_token(self, token_id: str, *, expires_ts: int | None) -> None:
+        """Record a revoked token id (idempotent); long-expired entries are pruned."""
+        await self._w().run(lambda c: _revoke_token(c, token_id, expires_ts), what="revoke token")
+
+    async def is_token_revoked(self, token_id: str) -> bool:
+        """Return True if `token_id` was revoked."""
+        return await self._r().run(lambda c: _is_token_revoked(c, token_id), what="token revoked?")
+
+    async def user_changes(self, since: int | None, *, limit: int = 1000) -> UserChanges:
+        """Accounts changed after change number `since` (a log kept by triggers); see `Storage`."""
+        return await self._r().run(lambda c: _user_changes(c, since, limit), what="user changes")

@@ -21,6 +21,9 @@ from mqim.storage._exceptions import StorageError, Unavailable
 # How long a connection waits for a lock held by another process (e.g. the CLI) before failing.
 BUSY_TIMEOUT_MS = 5000
 
+USER_CHANGES_KEPT = 10_000
+"""Entries the account change log keeps (older ones are pruned by a trigger)."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Schema:
@@ -101,6 +104,61 @@ STORAGE_SCHEMA = Schema(
                 delivered_seq INTEGER NOT NULL DEFAULT 0,
                 PRIMARY KEY (user, conv)
             ) WITHOUT ROWID""",
+        ),
+        # Version 2: access control. Triggers keep the change counters, so every write (through
+        # any code path, or a manual fix in the sqlite3 shell) moves them and a running broker
+        # notices.
+        (
+            """CREATE TABLE acl_rules (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                text TEXT NOT NULL,
+                name TEXT NOT NULL DEFAULT '',
+                created_ts INTEGER NOT NULL
+            )""",
+            """CREATE TABLE roles (
+                name TEXT PRIMARY KEY,
+                description TEXT NOT NULL DEFAULT '',
+                created_ts INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            """CREATE TABLE role_members (
+                role TEXT NOT NULL,
+                user TEXT NOT NULL,
+                PRIMARY KEY (role, user)
+            ) WITHOUT ROWID""",
+            "CREATE INDEX role_members_user ON role_members (user, role)",
+            """CREATE TABLE revoked_tokens (
+                jti TEXT PRIMARY KEY,
+                expires_ts INTEGER,
+                revoked_ts INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "CREATE INDEX revoked_tokens_expiry ON revoked_tokens (expires_ts)",
+            """CREATE TABLE counters (
+                name TEXT PRIMARY KEY,
+                value INTEGER NOT NULL
+            ) WITHOUT ROWID""",
+            "INSERT INTO counters (name, value) VALUES ('acl', 0)",
+            *(
+                f"""CREATE TRIGGER {table}_{event.lower()}_acl AFTER {event} ON {table}
+                BEGIN UPDATE counters SET value = value + 1 WHERE name = 'acl'; END"""
+                for table in ("acl_rules", "roles", "role_members")
+                for event in ("INSERT", "UPDATE", "DELETE")
+            ),
+            """CREATE TABLE user_changes (
+                rev INTEGER PRIMARY KEY AUTOINCREMENT,
+                user TEXT NOT NULL
+            )""",
+            """CREATE TRIGGER users_insert_log AFTER INSERT ON users
+                BEGIN INSERT INTO user_changes (user) VALUES (NEW.id); END""",
+            """CREATE TRIGGER users_update_log AFTER UPDATE ON users
+                BEGIN INSERT INTO user_changes (user) VALUES (OLD.id); END""",
+            """CREATE TRIGGER users_delete_log AFTER DELETE ON users
+                BEGIN
+                    INSERT INTO user_changes (user) VALUES (OLD.id);
+                    DELETE FROM role_members WHERE user = OLD.id;
+                END""",
+            # The change log keeps the newest USER_CHANGES_KEPT entries.
+            f"""CREATE TRIGGER user_changes_prune AFTER INSERT ON user_changes
+                BEGIN DELETE FROM user_changes WHERE rev <= NEW.rev - {USER_CHANGES_KEPT}; END""",
         ),
     ),
 )

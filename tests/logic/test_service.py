@@ -202,7 +202,7 @@ async def test_note_to_self_is_stored_and_delivered_once(storage: Storage) -> No
     assert h.port.on("im/v1/u/alice/ack")[0]["conv"] == "d:alice:alice"
 
 
-async def test_unknown_and_unsupported_kinds_get_bad_request(storage: Storage) -> None:
+async def test_unknown_kinds_and_bad_requests_of_new_kinds_get_bad_request(storage: Storage) -> None:
     async with running(storage) as h:
         h.port.send("alice", {"id": "r-1"}, kind="read")
         h.port.send("alice", {"id": "x-1"}, kind="frobnicate")
@@ -212,11 +212,11 @@ async def test_unknown_and_unsupported_kinds_get_bad_request(storage: Storage) -
     assert [(e["ref"], e["code"]) for e in errors] == [
         ("r-1", "bad_request"),
         ("x-1", "bad_request"),
-        ("g-1", "bad_request"),
+        ("g-1", "forbidden"),
     ]
-    assert "'read' is not supported yet" in errors[0]["message"]
+    assert "conv" in errors[0]["message"]
     assert "unknown request kind 'frobnicate'" in errors[1]["message"]
-    assert "group messages are not supported yet" in errors[2]["message"]
+    assert "not a member of group 'team'" in errors[2]["message"]
 
 
 async def test_oversize_payload_is_too_large_with_ref(storage: Storage) -> None:

@@ -7,6 +7,7 @@ the `storage` fixture's params and a branch that builds it.
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from mqim.storage import (
     AccountKind,
     AlreadyExists,
+    MongoStorage,
     NewMessage,
     NotFound,
     Role,
@@ -23,11 +25,15 @@ from mqim.storage import (
 )
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "mongo"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     backend: Storage
     if request.param == "sqlite":
         backend = SqliteStorage(path=tmp_path / "mqim.db")
+    elif request.param == "mongo":
+        # One SecantusDB per session (tests/support/servers.py); a fresh database per test.
+        url = request.getfixturevalue("mongo_proc").url
+        backend = MongoStorage(url=url, database=f"test_{uuid.uuid4().hex[:12]}")
     else:  # pragma: no cover - a new param without a branch
         raise AssertionError(f"unknown backend {request.param}")
     async with backend:

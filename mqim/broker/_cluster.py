@@ -1,0 +1,803 @@
+"""Cluster mode: one broker node among N, coordinated through Redis (DESIGN.md section 6).
+
+`ClusterLink` joins a node's `Hub` to the others:
+
+* Node registry: a heartbeat key with a TTL per node (`ClusterSettings.heartbeat_s`,
+  `node_ttl_s`) and the node listed in a hash. `cluster_status` reads it.
+* Route table: the filters of the node's sessions (reported by `SharedIndex.on_filter`) are kept
+  in a Redis set per node; changes are published as deltas on a pub/sub channel, and every node
+  resyncs the whole table periodically and after reconnecting. The other nodes' filters live in
+  `RemoteRoutes`, so a publish finds its remote nodes without a scan.
+* Forwarding: a message published on this node goes (`Hub.forwarder`) to every remote node whose
+  filters match, by XADD to that node's stream (bounded by MAXLEN ~). Each node reads its stream
+  through a consumer group, routes the entries locally (never forwarded again) and XACKs them
+  after the durable commit. At start it first re-reads its own pending entries.
+* Client ids: on CONNECT the node records client id -> node; if another node held it, a `kick`
+  entry makes that node close the old connection and flush the session, which the new node then
+  loads from the shared `RedisSessionStore`. A node loads only the sessions it owns at start.
+* Failure: when a node's heartbeat expires, one surviving node (a lock decides) adopts it: it
+  takes over its persistent sessions, claims its stream's pending and unread entries (XAUTOCLAIM,
+  XREADGROUP under its own consumer name) and routes them locally, then removes the dead node.
+* Shared subscriptions: for each message one node serves each share group (`ShareChooser`).
+
+Every background task is named and owned: `async with link:` runs the writer (which the broker
+needs to commit); `async with link.running():` runs the others once the broker is started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, Self
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+
+from mqim.broker._cluster_keys import (
+    GROUP,
+    ClusterKeys,
+    ClusterSettings,
+    Fields,
+    Forward,
+    Kick,
+    decode_delta,
+    decode_entry,
+    encode_delta,
+    encode_forward,
+    encode_kick,
+)
+from mqim.broker._cluster_routes import LOCAL, RemoteRoutes, ShareChooser
+from mqim.broker._cluster_store import ClusterSessionStore
+from mqim.broker._connection import MqttConnection, State
+from mqim.broker._exceptions import ClusterError
+from mqim.broker._session import Session
+from mqim.storage import QueuedMessage, SessionStore, StorageError, StoredSession
+
+# The session store's key layout and value format: the node loads one session on demand.
+from mqim.storage._redis_codec import Keys, decode_queued, decode_session
+
+if TYPE_CHECKING:
+    from mqim.broker._broker import MqimBroker
+
+log = logging.getLogger("mqim.cluster")
+
+_DOWN: Final = (RedisError, OSError)
+_RETRY_MAX_S: Final = 1.0
+_WRITE_BATCH: Final = 512
+_POOL_SIZE: Final = 32
+_KICK_ANSWER_TTL_S: Final = 30
+_ADOPT_LOCK_MS: Final = 60_000
+
+# Remove a client id's registry entry only if this node still owns it.
+_RELEASE_LUA: Final = """
+if redis.call('hget', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('hdel', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Xadd:
+    node: str
+    fields: Fields
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Release:
+    client_id: str
+    seq: int
+
+
+_Op = _Xadd | _Release
+
+
+class ClusterLink:
+    """This node's membership in the cluster. Use `async with link:` then `link.running()`.
+
+    Args:
+        url: Redis URL (the one the session store uses).
+        settings: Node id, timing and bounds.
+        session_store: The shared session store (a `RedisSessionStore` with the same prefix).
+    """
+
+    def __init__(self, *, url: str, settings: ClusterSettings, session_store: SessionStore) -> None:
+        self.url = url
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.keys = ClusterKeys(settings.prefix)
+        self._store_keys = Keys(settings.prefix)
+        self.inner_store = session_store
+        self.session_store = ClusterSessionStore(
+            inner=session_store, owned=self._owned, drained=self._drained, closing=lambda: self._closing
+        )
+        self.routes = RemoteRoutes()
+        self._chooser = ShareChooser()
+        self._broker: MqimBroker | None = None
+        self._redis: aioredis.Redis | None = None
+        self._ops: deque[_Op] = deque()
+        self._queued = 0
+        self._written = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._wake = asyncio.Event()
+        self._route_add: set[str] = set()
+        self._route_del: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._closing = False
+        self._live: set[str] = set()
+        self._always: set[str] = set()
+        # Set while routing an entry from another node: the share filters that entry makes this
+        # node serve (None: a local publish, this node chooses).
+        self._inbound_shares: tuple[str, ...] | None = None
+        self._share_picks: dict[str, list[str]] = {}
+        self._decided: set[str] = set()
+        self._healthy_since = time.monotonic()
+        self._down_since: float | None = None
+        self.info: dict[str, Any] = {}
+        self.counters: dict[str, int] = {}
+
+    # -- wiring --------------------------------------------------------------------------------
+    def attach(self, broker: MqimBroker) -> None:
+        """Hook into `broker` (before it starts): index reports, forwarding, claims, observers."""
+        self._broker = broker
+        hub = broker.hub
+        hub.index.on_filter = self._filter_changed
+        hub.index.share_router = self
+        hub.forwarder = self.forward
+        hub.claim_session = self.claim
+        hub.observers.append(self)
+
+    @property
+    def broker(self) -> MqimBroker:
+        assert self._broker is not None, "ClusterLink.attach() was not called"
+        return self._broker
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        assert self._redis is not None, "cluster link not open"
+        return self._redis
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def __aenter__(self) -> Self:
+        """Connect, register the node, reset its route set, start the writer.
+
+        Raises:
+            ClusterError: Redis unreachable, or another live node uses this node id.
+        """
+        pool = aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=_POOL_SIZE,
+            timeout=self.settings.timeout_s,
+            socket_timeout=self.settings.timeout_s + 2.0,  # above the 1 s XREADGROUP block
+            socket_connect_timeout=self.settings.timeout_s,
+        )
+        client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
+        keys = self.keys
+        node = self.node_id
+        try:
+            value = self._heartbeat_value()
+            taken = not await client.set(keys.alive(node), value, px=self._ttl_ms(), nx=True)
+            if taken:
+                raise ClusterError(f"node id {node!r} is in use by a live node")
+            pipe = client.pipeline(transaction=True)
+            pipe.hset(keys.nodes, node, json.dumps({"started": time.time(), "pid": os.getpid()}))
+            pipe.delete(keys.routes(node))
+            pipe.publish(keys.route_channel, encode_delta(node, [], ["*"]))
+            await pipe.execute()
+            await self._ensure_group(client, node)
+        except _DOWN as exc:
+            await client.aclose()
+            raise ClusterError(f"cluster Redis at {self.url}: {exc}") from exc
+        except BaseException:
+            await client.aclose()
+            raise
+        self._redis = client
+        self._writer = asyncio.create_task(self._write_loop(), name=f"mqim-cluster-writer:{node}")
+        log.info("node %r joined the cluster", node)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        """Write what is queued (bounded), leave the registry (the others adopt), disconnect."""
+        self._closing = True
+        writer, self._writer = self._writer, None
+        client = self.redis
+        try:
+            if writer is not None:
+                self._wake.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle(), self.settings.timeout_s)
+                writer.cancel()
+                try:
+                    await writer
+                except asyncio.CancelledError:
+                    if not writer.cancelled():
+                        raise
+            try:
+                await client.delete(self.keys.alive(self.node_id))
+            except _DOWN as err:
+                log.warning("could not leave the registry (the node will expire): %s", err)
+        finally:
+            for _, future in self._waiters:
+                if not future.done():
+                    future.set_exception(ClusterError("cluster link closed"))
+            self._waiters.clear()
+            await client.aclose()
+            self._redis = None
+            log.info("node %r left the cluster", self.node_id)
+
+    async def _idle(self) -> None:
+        while self._ops or self._route_add or self._route_del:
+            await self._drained()
+            await asyncio.sleep(0)  # route changes are written with the next batch
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the heartbeat, route sync, stream consumer and dead-node watcher (once started)."""
+        async with asyncio.TaskGroup() as tasks:
+            jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+                ("heartbeat", self._heartbeat_loop),
+                ("routes", self._route_loop),
+                ("consumer", self._consume_loop),
+                ("watcher", self._watch_loop),
+            ]
+            running = [
+                tasks.create_task(job(), name=f"mqim-cluster-{name}:{self.node_id}") for name, job in jobs
+            ]
+            try:
+                yield
+            finally:
+                for task in running:
+                    task.cancel()
+
+    # -- heartbeat and registry ----------------------------------------------------------------
+    def _ttl_ms(self) -> int:
+        return int(self.settings.node_ttl_s * 1000)
+
+    def _heartbeat_value(self) -> str:
+        broker = self._broker
+        info: dict[str, Any] = {"ts": time.time(), "pid": os.getpid()}
+        if broker is not None:
+            sessions = broker.hub.sessions
+            info.update(
+                connections=broker.connection_count,
+                sessions=len(sessions),
+                queued=sum(len(s.queue) for s in sessions.values()),
+                outbox=len(self._ops),
+                routes=len(broker.hub.index.local_filters()),
+                counters=dict(self.counters),
+            )
+        self.info = info
+        return json.dumps(info)
+
+    async def _heartbeat_loop(self) -> None:
+        keys = self.keys
+        while True:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.set(keys.alive(self.node_id), self._heartbeat_value(), px=self._ttl_ms())
+                registration = json.dumps({"started": time.time(), "pid": os.getpid()})
+                pipe.hsetnx(keys.nodes, self.node_id, registration)
+                await pipe.execute()
+                self._up()
+            except _DOWN as exc:
+                self._down(exc)
+            await asyncio.sleep(self.settings.heartbeat_s)
+
+    def _up(self) -> None:
+        if self._down_since is not None:
+            log.info("cluster Redis reachable again after %.1fs", time.monotonic() - self._down_since)
+            self._down_since = None
+            self._healthy_since = time.monotonic()
+
+    def _down(self, exc: BaseException) -> None:
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            log.error("cluster Redis unreachable (retrying): %s", exc)
+            self._count("redis_errors")
+
+    async def _owned(self) -> set[str]:
+        raw: Any = await self.redis.smembers(self.keys.owned(self.node_id))
+        return {_text(m) for m in raw}
+
+    # -- route table: local changes out -------------------------------------------------------
+    def subscribe_always(self, topic_filter: str) -> None:
+        """Keep `topic_filter` in this node's routes whatever its sessions hold (in-process
+        listeners, e.g. the membership follower's group events)."""
+        self._always.add(topic_filter)
+        self._filter_changed(topic_filter, True)
+
+    def _filter_changed(self, topic_filter: str, present: bool) -> None:
+        if not present and topic_filter in self._always:
+            return
+        if present:
+            self._route_del.discard(topic_filter)
+            self._route_add.add(topic_filter)
+        else:
+            self._route_add.discard(topic_filter)
+            self._route_del.add(topic_filter)
+        self._wake.set()
+
+    # -- route table: remote changes in --------------------------------------------------------
+    async def _route_loop(self) -> None:
+        """Follow the deltas of the other nodes; resync fully at start, after errors, periodically."""
+        while True:
+            pubsub = self.redis.pubsub()
+            try:
+                await pubsub.subscribe(self.keys.route_channel)
+                await self._resync()
+                next_sync = time.monotonic() + self.settings.resync_s
+                while True:
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self._apply_delta(message["data"])
+                    if time.monotonic() >= next_sync:
+                        await self._resync()
+                        next_sync = time.monotonic() + self.settings.resync_s
+            except _DOWN as exc:
+                self._down(exc)
+                await asyncio.sleep(min(self.settings.heartbeat_s, _RETRY_MAX_S))
+            finally:
+                with contextlib.suppress(*_DOWN):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _apply_delta(self, raw: bytes) -> None:
+        delta = decode_delta(raw)
+        if delta is None:
+            return
+        node, add, remove = delta
+        if node == self.node_id:
+            return
+        if "*" in remove:
+            self.routes.drop(node)
+        for topic_filter in remove:
+            self.routes.remove(node, topic_filter)
+        for topic_filter in add:
+            self.routes.add(node, topic_filter)
+
+    async def _resync(self) -> None:
+        live = await self._live_nodes()
+        for node in set(self.routes.nodes) - live:
+            self.routes.drop(node)
+        for node in live:
+            if node == self.node_id:
+                continue
+            members: Any = await self.redis.smembers(self.keys.routes(node))
+            self.routes.replace(node, (_text(m) for m in members))
+
+    async def _live_nodes(self) -> set[str]:
+        raw: Any = await self.redis.hkeys(self.keys.nodes)
+        nodes = [_text(n) for n in raw]
+        if not nodes:
+            self._live = set()
+            return set()
+        pipe = self.redis.pipeline(transaction=False)
+        for node in nodes:
+            pipe.exists(self.keys.alive(node))
+        alive = await pipe.execute()
+        self._live = {node for node, ok in zip(nodes, alive, strict=True) if ok}
+        return set(self._live)
+
+    # -- forwarding out (sync, from Hub.route) -------------------------------------------------
+    def take_local(self, share_filter: str, local_ready: bool) -> bool:
+        """`ShareRouter`: serve `share_filter` here, or pick the remote node that will."""
+        inbound = self._inbound_shares
+        if inbound is not None:
+            return share_filter in inbound
+        self._decided.add(share_filter)
+        candidates = ([LOCAL] if local_ready else []) + self.routes.share_nodes(share_filter)
+        choice = self._chooser.decide(share_filter, candidates)
+        if choice is None or choice == LOCAL:
+            return True  # no connected member anywhere: queue for a local (persistent) member
+        self._share_picks.setdefault(choice, []).append(share_filter)
+        return False
+
+    def forward(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
+        """`Hub.forwarder`: queue the message for every remote node that must route it."""
+        picks, decided = self._share_picks, self._decided
+        self._share_picks, self._decided = {}, set()
+        routes = self.routes
+        targets: dict[str, list[str]] = {node: [] for node in routes.plain_targets(topic)}
+        for node, shares in picks.items():
+            targets.setdefault(node, []).extend(shares)
+        for share_filter in routes.share_filters(topic):
+            if share_filter in decided:
+                continue  # this node has members too: chosen above
+            choice = self._chooser.decide(share_filter, routes.share_nodes(share_filter))
+            if choice is not None:
+                targets.setdefault(choice, []).append(share_filter)
+        if retain:
+            # Every node keeps the retained messages in memory: tell them all.
+            for node in self._live:
+                if node != self.node_id:
+                    targets.setdefault(node, [])
+        if not targets:
+            return False
+        queued = False
+        for node, shares in targets.items():
+            fields = encode_forward(
+                Forward(
+                    topic=topic,
+                    payload=payload,
+                    qos=qos,
+                    retain=retain,
+                    shares=tuple(shares),
+                    origin=self.node_id,
+                )
+            )
+            queued = self._push_xadd(node, fields) or queued
+        return queued and qos > 0
+
+    def _push_xadd(self, node: str, fields: Fields) -> bool:
+        if len(self._ops) >= self.settings.max_outbox or self._closing:
+            self._count("forward_dropped")
+            log.warning("forward to %r dropped: outbox full (%d) or node stopping", node, len(self._ops))
+            return False
+        self._queued += 1
+        self._ops.append(_Xadd(node, fields, self._queued))
+        self._wake.set()
+        return True
+
+    async def _drained(self) -> None:
+        """Return once every op queued before the call is written to Redis."""
+        target = self._queued
+        if self._written >= target or self._redis is None:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, future))
+        self._wake.set()
+        await future
+
+    async def _write_loop(self) -> None:
+        delay = 0.05
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._ops or self._route_add or self._route_del:
+                batch = [self._ops[i] for i in range(min(len(self._ops), _WRITE_BATCH))]
+                adds, dels = self._route_add, self._route_del
+                self._route_add, self._route_del = set(), set()
+                try:
+                    await self._write(batch, adds, dels)
+                except _DOWN as exc:
+                    self._down(exc)
+                    for topic_filter in adds:
+                        if topic_filter not in self._route_del:
+                            self._route_add.add(topic_filter)
+                    for topic_filter in dels:
+                        if topic_filter not in self._route_add:
+                            self._route_del.add(topic_filter)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _RETRY_MAX_S)
+                    continue
+                delay = 0.05
+                self._up()
+                for _ in batch:
+                    self._ops.popleft()
+                if batch:
+                    self._written = batch[-1].seq
+                self._release_waiters()
+
+    async def _write(self, batch: list[_Op], adds: set[str], dels: set[str]) -> None:
+        keys = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        for op in batch:
+            if isinstance(op, _Xadd):
+                fields: Any = op.fields
+                pipe.xadd(keys.stream(op.node), fields, maxlen=self.settings.stream_maxlen, approximate=True)
+            else:
+                pipe.eval(_RELEASE_LUA, 1, keys.clients, op.client_id, self.node_id)
+        if adds or dels:
+            routes = keys.routes(self.node_id)
+            if adds:
+                pipe.sadd(routes, *adds)
+            if dels:
+                pipe.srem(routes, *dels)
+            pipe.publish(keys.route_channel, encode_delta(self.node_id, sorted(adds), sorted(dels)))
+        await pipe.execute()
+
+    def _release_waiters(self) -> None:
+        if not self._waiters:
+            return
+        keep: list[tuple[int, asyncio.Future[None]]] = []
+        for target, future in self._waiters:
+            if self._written >= target:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                keep.append((target, future))
+        self._waiters = keep
+
+    # -- HubObserver: a clean session's client id leaves the registry --------------------------
+    def session_connected(self, session: Session) -> None:
+        return None
+
+    def session_disconnected(self, session: Session) -> None:
+        if session.persistent or self._closing or session.client_id.startswith("auto-"):
+            return
+        if len(self._ops) >= self.settings.max_outbox:
+            return  # the stale entry only costs a needless kick later
+        self._queued += 1
+        self._ops.append(_Release(session.client_id, self._queued))
+        self._wake.set()
+
+    def delivered(self, session: Session, topic: str, payload: bytes) -> None:
+        return None
+
+    # -- client ids: claim on CONNECT, kick the old node ---------------------------------------
+    async def claim(self, client_id: str, clean: bool) -> bool:
+        """Make this node the owner of `client_id` before its CONNECT is accepted.
+
+        Kicks the node that held it (which closes the old connection and flushes the session),
+        then loads a persistent session from the shared store. False when the cluster state
+        cannot be reached (the CONNECT is refused with "server unavailable").
+        """
+        timeout = self.settings.kick_timeout_s + 2 * self.settings.timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                await self._claim(client_id, clean)
+            return True
+        except (*_DOWN, StorageError, TimeoutError) as exc:
+            self._count("claim_failed")
+            log.error("cannot take client id %r over (CONNECT refused): %s", client_id, exc)
+            return False
+
+    async def _claim(self, client_id: str, clean: bool) -> None:
+        keys, node = self.keys, self.node_id
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hget(keys.clients, client_id)
+        pipe.hset(keys.clients, client_id, node)
+        if clean:
+            pipe.srem(keys.owned(node), client_id)
+        else:
+            pipe.sadd(keys.owned(node), client_id)
+        replies: Any = await pipe.execute()
+        previous = _text(replies[0]) if replies[0] else None
+        if previous is not None and previous != node:
+            await self.redis.srem(keys.owned(previous), client_id)
+            await self._kick(previous, client_id)
+        hub = self.broker.hub
+        if clean:
+            if client_id not in hub.sessions:
+                self.session_store.delete_session(client_id)  # a stored session elsewhere ends
+            return
+        if client_id not in hub.sessions:
+            stored = await self._load_session(client_id)
+            if stored is not None and client_id not in hub.sessions:
+                hub.restore([stored], [])
+
+    async def _kick(self, node: str, client_id: str) -> None:
+        keys = self.keys
+        if not await self.redis.exists(keys.alive(node)):
+            return  # a dead node: its state in Redis is what it flushed; its stream is adopted
+        token = uuid.uuid4().hex
+        kick = Kick(client_id=client_id, token=token, by=self.node_id)
+        fields: Any = encode_kick(kick)
+        await self.redis.xadd(keys.stream(node), fields, maxlen=self.settings.stream_maxlen)
+        answer = await self.redis.blpop([keys.kicked(token)], timeout=self.settings.kick_timeout_s)
+        if answer is None:
+            self._count("kick_timeouts")
+            wait = self.settings.kick_timeout_s
+            log.warning("node %r did not hand %r over within %.1fs", node, client_id, wait)
+        else:
+            log.info("client id %r taken over from node %r", client_id, node)
+
+    async def _load_session(self, client_id: str) -> StoredSession | None:
+        await self.inner_store.flush()  # ordered after this node's own queued writes
+        keys = self._store_keys
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(keys.sessions, client_id)
+        pipe.hgetall(keys.queue(client_id))
+        results: Any = await pipe.execute()
+        raw, queue = results
+        if raw is None:
+            return None
+        cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
+        messages: list[QueuedMessage] = sorted(
+            (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
+        )
+        return StoredSession(
+            client_id=cid, user=user, subscriptions=subscriptions, disconnected_ts=dts, queue=messages
+        )
+
+    async def _handle_kick(self, kick: Kick) -> None:
+        hub = self.broker.hub
+        session = hub.sessions.get(kick.client_id)
+        if session is not None:
+            conn = session.conn
+            if isinstance(conn, MqttConnection):
+                self.broker.publish_will(conn)
+                conn.session = None  # its connection_lost must not touch the session again
+                hub.disconnected(session)
+                conn.state = State.CLOSED
+                conn.close(f"session taken over by node {kick.by}", abort=True)
+            if session.persistent and hub.sessions.get(kick.client_id) is session:
+                # Hand over: forget it here without deleting it from the shared store.
+                del hub.sessions[kick.client_id]
+                for topic_filter in session.subscriptions:
+                    hub.index.remove(kick.client_id, topic_filter)
+        await self.session_store.flush()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.kicked(kick.token), b"1")
+        pipe.expire(self.keys.kicked(kick.token), _KICK_ANSWER_TTL_S)
+        await pipe.execute()
+
+    # -- forwarding in: this node's stream -----------------------------------------------------
+    async def _ensure_group(self, client: aioredis.Redis, node: str) -> None:
+        try:
+            await client.xgroup_create(self.keys.stream(node), GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _consume_loop(self) -> None:
+        stream = self.keys.stream(self.node_id)
+        last: str | bytes = "0"  # first this consumer's pending entries (a restart), then new ones
+        while True:
+            try:
+                block = None if last != ">" else 1000
+                reply: Any = await self.redis.xreadgroup(
+                    GROUP, self.node_id, {stream: last}, count=self.settings.read_batch, block=block
+                )
+                entries = reply[0][1] if reply else []
+                if last != ">":
+                    if not entries:
+                        last = ">"
+                        continue
+                    last = entries[-1][0]
+                if entries:
+                    await self._process(stream, entries)
+                self._up()
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # The stream was lost (Redis restarted without persistence): recreate it.
+                await self._ensure_group(self.redis, self.node_id)
+                last = "0"
+            except _DOWN as exc:
+                self._down(exc)
+                await asyncio.sleep(_RETRY_MAX_S)
+
+    async def _process(self, stream: str, entries: list[Any], *, adopted: bool = False) -> None:
+        """Route entries locally, commit, then acknowledge them."""
+        hub = self.broker.hub
+        durable = False
+        ids = []
+        for entry_id, fields in entries:
+            ids.append(entry_id)
+            if not fields:
+                continue  # trimmed or deleted meanwhile
+            entry = decode_entry(fields)
+            if entry is None:
+                self._count("bad_entries")
+                log.warning("ignoring malformed cluster entry %r on %s", entry_id, stream)
+                continue
+            if isinstance(entry, Kick):
+                if adopted:
+                    await self._answer(entry)
+                else:
+                    await self._handle_kick(entry)
+                continue
+            self._count("forwards_in")
+            if entry.retain:
+                hub.retain(entry.topic, entry.payload, entry.qos)
+            self._inbound_shares = entry.shares
+            try:
+                if hub.route(entry.topic, entry.payload, entry.qos, retain=entry.retain, forwarded=True):
+                    durable = True
+            finally:
+                self._inbound_shares = None
+        if durable:
+            await self.session_store.flush()
+            hub.committer.kick()
+        await self.redis.xack(stream, GROUP, *ids)
+
+    async def _answer(self, kick: Kick) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self.keys.kicked(kick.token), b"1")
+        pipe.expire(self.keys.kicked(kick.token), _KICK_ANSWER_TTL_S)
+        await pipe.execute()
+
+    # -- dead nodes ----------------------------------------------------------------------------
+    async def _watch_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                raw: Any = await self.redis.hkeys(self.keys.nodes)
+                known = [_text(n) for n in raw]
+                live = await self._live_nodes()
+                for node in set(self.routes.nodes) - live:
+                    self.routes.drop(node)  # stop forwarding to it at once
+                settled = time.monotonic() - self._healthy_since > self.settings.node_ttl_s
+                if self._down_since is not None or not settled:
+                    continue  # after an outage every heartbeat may have lapsed: wait for them
+                for node in known:
+                    if node != self.node_id and node not in live:
+                        await self._adopt(node)
+            except _DOWN as exc:
+                self._down(exc)
+
+    async def _adopt(self, dead: str) -> None:
+        keys = self.keys
+        lock = await self.redis.set(keys.adopt(dead), self.node_id, nx=True, px=_ADOPT_LOCK_MS)
+        if not lock:
+            return
+        log.warning("node %r is dead: adopting its sessions and stream", dead)
+        hub = self.broker.hub
+        adopted = 0
+        members: Any = await self.redis.smembers(keys.owned(dead))
+        for raw in members:
+            client_id = _text(raw)
+            owner: Any = await self.redis.hget(keys.clients, client_id)
+            if owner is not None and _text(owner) != dead:
+                continue  # reconnected elsewhere meanwhile
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(keys.clients, client_id, self.node_id)
+            pipe.sadd(keys.owned(self.node_id), client_id)
+            await pipe.execute()
+            if client_id not in hub.sessions:
+                stored = await self._load_session(client_id)
+                if stored is not None and client_id not in hub.sessions:
+                    hub.restore([stored], [])
+                    adopted += 1
+        # Let our new filters reach the other nodes, then drain; drain again after the others
+        # have stopped forwarding to the dead node (they drop it when its heartbeat lapses).
+        await self._drained()
+        moved = await self._drain(dead)
+        await asyncio.sleep(2 * self.settings.heartbeat_s)
+        moved += await self._drain(dead)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.stream(dead), keys.routes(dead), keys.owned(dead))
+        pipe.hdel(keys.nodes, dead)
+        pipe.publish(keys.route_channel, encode_delta(dead, [], ["*"]))
+        await pipe.execute()
+        self._count("nodes_adopted")
+        log.warning("node %r adopted: %d sessions, %d stream entries", dead, adopted, moved)
+
+    async def _drain(self, dead: str) -> int:
+        """Claim the dead node's pending entries and read its unread ones; route them here."""
+        stream = self.keys.stream(dead)
+        moved = 0
+        try:
+            start: str | bytes = "0-0"
+            for _ in range(1_000_000):  # bounded: each round claims up to read_batch entries
+                reply: Any = await self.redis.xautoclaim(
+                    stream, GROUP, self.node_id, 0, start_id=start, count=self.settings.read_batch
+                )
+                start, claimed = reply[0], reply[1]
+                if claimed:
+                    await self._process(stream, claimed, adopted=True)
+                    moved += len(claimed)
+                if start in (b"0-0", "0-0"):
+                    break
+            for _ in range(1_000_000):
+                unread: Any = await self.redis.xreadgroup(
+                    GROUP, self.node_id, {stream: ">"}, count=self.settings.read_batch
+                )
+                entries = unread[0][1] if unread else []
+                if not entries:
+                    break
+                await self._process(stream, entries, adopted=True)
+                moved += len(entries)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+        return moved
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,206 @@
+"""One cluster node: broker + optional embedded logic + MongoDB storage + Redis sessions + link.
+
+What `mqim broker --node-id ID --redis URL --mongo URL` runs, and what the cluster tests start
+(three of them in one process on loopback). Messages, accounts and groups live in MongoDB;
+sessions, queues and retained messages in Redis (`RedisSessionStore`), so a persistent client
+may return to any node; the `ClusterLink` joins the node to the others (DESIGN.md section 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from mqim.acl import AclEngine, IdentityKind, MembershipIndex, Rule
+from mqim.broker import (
+    AuthOptions,
+    BrokerSettings,
+    ClusterLink,
+    ClusterSettings,
+    DeliveryReceipts,
+    Listener,
+    MqimBroker,
+    PresenceTracker,
+    build_authenticator,
+)
+from mqim.cli._embedded import default_auto_subscriptions
+from mqim.logic import (
+    InProcessBus,
+    LogicLimits,
+    LogicService,
+    MembershipFollower,
+    load_membership,
+)
+from mqim.logic._follower import GROUP_EVENTS
+from mqim.storage import AccountKind, MongoStorage, RedisSessionStore, Storage
+
+log = logging.getLogger("mqim.cluster")
+
+_DRAIN_S = 5.0
+
+
+class ClusterServer:
+    """A cluster node in one process. Use as an async context manager.
+
+    Args:
+        node_id: This node's id, unique in the cluster.
+        redis_url: Redis of the cluster (registry, routes, streams, sessions).
+        mongo_url: MongoDB of the cluster (messages, accounts, groups, ACL rules).
+        database: MongoDB database name.
+        data_dir: Local files (token keys).
+        listeners: Sockets to open; defaults to TCP 127.0.0.1:1883.
+        settings: Broker limits.
+        cluster: Cluster timing and bounds; `node_id` is taken from the argument.
+        logic_limits: Logic service limits.
+        embedded_logic: Run the logic service in this process (False: `mqim logic` workers,
+            which subscribe with `$share/logic/...`).
+        allow_anonymous: Accept CONNECT without credentials.
+        rules: Extra ACL rules.
+        auth: Authentication options.
+    """
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        redis_url: str,
+        mongo_url: str,
+        database: str = "mqim",
+        data_dir: Path,
+        listeners: Sequence[Listener] | None = None,
+        settings: BrokerSettings | None = None,
+        cluster: ClusterSettings | None = None,
+        logic_limits: LogicLimits | None = None,
+        embedded_logic: bool = True,
+        allow_anonymous: bool = False,
+        rules: Sequence[Rule] = (),
+        auth: AuthOptions | None = None,
+    ) -> None:
+        self.node_id = node_id
+        self.data_dir = data_dir
+        self.listeners = list(listeners) if listeners else [Listener(name="default")]
+        self.settings = settings or BrokerSettings()
+        base = cluster or ClusterSettings(node_id=node_id)
+        self.cluster_settings = ClusterSettings(
+            node_id=node_id,
+            prefix=base.prefix,
+            heartbeat_s=base.heartbeat_s,
+            node_ttl_s=base.node_ttl_s,
+            resync_s=base.resync_s,
+            stream_maxlen=base.stream_maxlen,
+            max_outbox=base.max_outbox,
+            read_batch=base.read_batch,
+            kick_timeout_s=base.kick_timeout_s,
+            timeout_s=base.timeout_s,
+        )
+        self.logic_limits = logic_limits or LogicLimits()
+        self.embedded_logic = embedded_logic
+        self.allow_anonymous = allow_anonymous
+        self.auth = auth or AuthOptions()
+        self.membership = MembershipIndex()
+        self.acl = AclEngine(rules=rules, membership=self.membership)
+        self.storage = MongoStorage(url=mongo_url, database=database)
+        self.sessions = RedisSessionStore(url=redis_url, prefix=self.cluster_settings.prefix)
+        self.link = ClusterLink(url=redis_url, settings=self.cluster_settings, session_store=self.sessions)
+        self.broker: MqimBroker | None = None
+        self.logic: LogicService | None = None
+        self._stack = contextlib.AsyncExitStack()
+
+    async def __aenter__(self) -> Self:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        stack = self._stack
+        try:
+            await stack.enter_async_context(self.storage)
+            await load_membership(self.storage, self.membership)
+            broker = self.broker = MqimBroker(
+                listeners=self.listeners,
+                settings=self.settings,
+                authenticator=build_authenticator(
+                    storage=self.storage,
+                    options=self.auth,
+                    data_dir=self.data_dir,
+                    allow_anonymous=self.allow_anonymous,
+                ),
+                acl=self.acl,
+                session_store=self.link.session_store,
+                auto_subscriptions=default_auto_subscriptions,
+                storage=self.storage,
+            )
+            hub = broker.hub
+            hub.restored_kinds = await _account_kinds(self.storage)
+            hub.member_groups = self.membership.groups_of
+            self.membership.add_listener(hub.refresh_managed)
+            stack.callback(self.membership.remove_listener, hub.refresh_managed)
+            presence = PresenceTracker(hub=hub)
+            receipts = DeliveryReceipts(hub=hub, storage=self.storage)
+            hub.observers.extend((presence, receipts))
+            self.link.attach(broker)
+            # The link outlives the broker: the broker's last commit waits for its writer.
+            await stack.enter_async_context(self.link)
+            await stack.enter_async_context(broker)
+            presence.start()
+            # Group changes made by the logic on any node reach every node's membership index.
+            follower = MembershipFollower(
+                storage=self.storage, index=self.membership, stamp=None, port=broker
+            )
+            await stack.enter_async_context(follower)
+            self.link.subscribe_always(GROUP_EVENTS)
+            await stack.enter_async_context(self.link.running())
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            for name, job in (("mqim-receipts", receipts.run()), ("mqim-membership", follower.run())):
+                stack.callback(tasks.create_task(job, name=f"{name}:{self.node_id}").cancel)
+            stack.push_async_callback(receipts.flush)
+            if self.embedded_logic:
+                await self._start_logic(stack, broker, tasks)
+        except BaseException:
+            await stack.aclose()
+            raise
+        logic = "embedded" if self.embedded_logic else "external"
+        log.info("cluster node %r started (logic %s)", self.node_id, logic)
+        return self
+
+    async def _start_logic(
+        self, stack: contextlib.AsyncExitStack, broker: MqimBroker, tasks: asyncio.TaskGroup
+    ) -> None:
+        bus = InProcessBus(port=broker)
+        logic = self.logic = LogicService(
+            storage=self.storage, bus=bus, limits=self.logic_limits, membership=self.membership
+        )
+        bus.on_overflow = logic.reject_overflow
+        await stack.enter_async_context(bus)
+        service = tasks.create_task(logic.run(), name=f"mqim-logic:{self.node_id}")
+        stack.callback(service.cancel)
+        stack.push_async_callback(_drain, bus)
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stack.aclose()
+
+    def port(self, listener: str | None = None) -> int:
+        """The bound port of a listener."""
+        assert self.broker is not None, "server not started"
+        return self.broker.port(listener)
+
+
+async def _drain(bus: InProcessBus) -> None:
+    for _ in range(int(_DRAIN_S / 0.01)):
+        if bus.pending == 0:
+            return
+        await asyncio.sleep(0.01)
+    log.warning("stopping with %d unprocessed requests", bus.pending)
+
+
+async def _account_kinds(storage: Storage) -> dict[str, IdentityKind]:
+    kinds: dict[str, IdentityKind] = {}
+    for record in await storage.list_users():
+        if record.kind == AccountKind.BRIDGE:
+            kinds[record.user_id] = "bridge"
+        elif record.kind == AccountKind.SERVICE:
+            kinds[record.user_id] = "service"
+    return kinds

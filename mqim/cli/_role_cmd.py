@@ -1,0 +1,168 @@
+"""`mqim role ...`: roles that ACL rules name (`role:NAME`), and who holds them.
+
+A running server reads roles again within `auth.reload_interval_s`: a role taken away stops
+covering the user's live sessions, and the subscriptions it allowed are removed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._config import MqimConfig
+from mqim.cli._exceptions import CliError
+from mqim.protocol import InvalidId, validate_id
+from mqim.storage import AlreadyExists, NotFound, RoleRecord, StorageError
+
+MAX_DESCRIPTION = 1024
+"""Longest role description."""
+
+role_app = typer.Typer(
+    name="role",
+    help="Manage roles (stored in <data-dir>/mqim.db); ACL rules refer to them as role:NAME.",
+    no_args_is_help=True,
+)
+
+RoleArg = Annotated[str, typer.Argument(help="Role name ([A-Za-z0-9_.-]{1,64}).", show_default=False)]
+UserArg = Annotated[str, typer.Argument(help="User id.", show_default=False)]
+
+
+def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
+    return get_config(config_path, {"server.data_dir": data_dir})
+
+
+def _check(value: str, what: str) -> str:
+    try:
+        return validate_id(value, what=what)
+    except InvalidId as exc:
+        fail(exc.message, 2)
+
+
+def _storage_error(exc: StorageError) -> CliError:
+    if isinstance(exc, NotFound | AlreadyExists):
+        return CliError(str(exc))
+    return CliError(f"storage error: {exc}")
+
+
+@role_app.command("add")
+def add_role(
+    name: RoleArg,
+    description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Create a role."""
+    config = _config(config_path, data_dir)
+    role = _check(name, "role")
+    if len(description) > MAX_DESCRIPTION:
+        fail(f"description is longer than {MAX_DESCRIPTION} characters", 2)
+
+    async def go() -> None:
+        async with open_storage(config) as storage:
+            try:
+                await storage.create_role(role, description=description)
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    run(go())
+    typer.echo(f"added role {role!r}")
+
+
+@role_app.command("remove")
+def remove_role(
+    name: RoleArg,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Delete a role; every user holding it loses it (rules naming it then match nobody)."""
+    config = _config(config_path, data_dir)
+    role = _check(name, "role")
+    if not yes and not typer.confirm(f"Remove role {role!r} from everyone who holds it?", default=False):
+        fail("aborted, nothing removed")
+
+    async def go() -> None:
+        async with open_storage(config) as storage:
+            try:
+                await storage.delete_role(role)
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    run(go())
+    typer.echo(f"removed role {role!r}")
+
+
+@role_app.command("list")
+def list_roles(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """List roles with their members."""
+    config = _config(config_path, data_dir)
+
+    async def go() -> list[RoleRecord]:
+        async with open_storage(config) as storage:
+            try:
+                return await storage.list_roles()
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    for role in run(go()):
+        if as_json:
+            typer.echo(
+                json.dumps(
+                    {"role": role.name, "description": role.description, "members": list(role.members)}
+                )
+            )
+        else:
+            members = ", ".join(role.members) or "-"
+            about = f"  ({role.description})" if role.description else ""
+            typer.echo(f"{role.name}: {members}{about}")
+
+
+@role_app.command("assign")
+def assign_role(
+    name: RoleArg,
+    user: UserArg,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Give a role to a user."""
+    config = _config(config_path, data_dir)
+    role, user_id = _check(name, "role"), _check(user, "user")
+
+    async def go() -> None:
+        async with open_storage(config) as storage:
+            try:
+                await storage.assign_role(user_id, role)
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    run(go())
+    typer.echo(f"{user_id!r} now holds role {role!r}")
+
+
+@role_app.command("unassign")
+def unassign_role(
+    name: RoleArg,
+    user: UserArg,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Take a role from a user (its live sessions lose what the role allowed)."""
+    config = _config(config_path, data_dir)
+    role, user_id = _check(name, "role"), _check(user, "user")
+
+    async def go() -> None:
+        async with open_storage(config) as storage:
+            try:
+                await storage.unassign_role(user_id, role)
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    run(go())
+    typer.echo(f"{user_id!r} no longer holds role {role!r}")

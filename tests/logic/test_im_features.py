@@ -1,0 +1,168 @@
+"""Unit tests of the IM feature pieces of mqim.logic: pure decisions and storage-backed loaders."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from mqim.acl import MembershipIndex
+from mqim.logic import LogicLimits, MembershipFollower, load_membership, touch_membership_stamp
+from mqim.logic._conv_access import ConvTarget, direct_target
+from mqim.logic._exceptions import RequestRejected
+from mqim.logic._follower import STAMP_NAME, first_contact, group_event_delta
+from mqim.logic._groups import successor
+from mqim.logic._read import read_receipt
+from mqim.logic._send import op_problem
+from mqim.logic._typing import RateLimiter
+from mqim.logic._validate import parse_send
+from mqim.protocol import ErrorCode
+from mqim.storage import GroupRecord, MessageRecord, NewMessage, Role, SqliteStorage
+
+LIMITS = LogicLimits()
+
+
+def _record(kind: str = "msg", sender: str = "alice") -> MessageRecord:
+    return MessageRecord(
+        conv="d:alice:bob", seq=1, server_id="s", sender=sender, client_id="c", ts=1, kind=kind, body={}
+    )
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        (b'{"id":"e","to":"bob","op":"edit","ref_seq":1,"text":"x"}', None),
+        (b'{"id":"r","to":"bob","op":"recall","ref_seq":1}', None),
+        (b'{"id":"d","group":"team","op":"delete","ref_seq":3,"text":"ignored"}', None),
+        (b'{"id":"e","to":"bob","op":"edit","ref_seq":1}', "one of 'text' and 'data'"),
+        (b'{"id":"e","to":"bob","op":"recall"}', "needs 'ref_seq'"),
+        (b'{"id":"e","to":"bob","op":"recall","ref_seq":0}', "needs 'ref_seq'"),
+        (b'{"id":"e","to":"bob","op":"burn","ref_seq":1}', "unknown op"),
+        (b'{"id":"e","to":"bob","text":"x","ref_seq":1}', "only allowed with an 'op'"),
+    ],
+)
+def test_parse_send_with_ops(payload: bytes, problem: str | None) -> None:
+    if problem is None:
+        request = parse_send(payload, limits=LIMITS)
+        assert request.op is not None
+        if request.op != "edit":
+            assert (request.text, request.data) == (None, None)
+        return
+    with pytest.raises(RequestRejected) as caught:
+        parse_send(payload, limits=LIMITS)
+    assert problem in caught.value.message
+
+
+def test_op_rules() -> None:
+    assert op_problem("edit", _record(), sender="alice", ref="x") is None
+    missing = op_problem("edit", None, sender="alice", ref="x")
+    assert missing is not None
+    assert missing.code is ErrorCode.NOT_FOUND
+    other = op_problem("recall", _record(sender="bob"), sender="alice", ref="x")
+    assert other is not None
+    assert other.code is ErrorCode.FORBIDDEN
+    twice = op_problem("edit", _record(kind="recall"), sender="alice", ref="x")
+    assert twice is not None
+    assert twice.code is ErrorCode.BAD_REQUEST
+    assert op_problem("delete", _record(sender="bob"), sender="alice", ref="x") is None  # anyone's, for me
+
+
+def test_direct_targets() -> None:
+    assert direct_target("alice", "d:alice:bob", ref=None) == ConvTarget(conv="d:alice:bob", peer="bob")
+    assert direct_target("alice", "g:team", ref=None) is None
+    with pytest.raises(RequestRejected) as caught:
+        direct_target("carol", "d:alice:bob", ref="r")
+    assert (caught.value.code, caught.value.ref) == (ErrorCode.FORBIDDEN, "r")
+    with pytest.raises(RequestRejected):
+        direct_target("alice", "d:bob:alice", ref=None)  # not sorted: not a conversation id
+
+
+def test_read_receipt_targets() -> None:
+    direct = read_receipt(ConvTarget(conv="d:alice:bob", peer="bob"), user="alice", seq=3)
+    assert direct is not None
+    assert direct.topic == "im/v1/u/bob/receipt"
+    group = read_receipt(ConvTarget(conv="g:team", group="team"), user="alice", seq=3)
+    assert group is not None
+    assert group.topic == "im/v1/g/team/receipt"
+    assert read_receipt(ConvTarget(conv="d:alice:alice", peer="alice"), user="alice", seq=3) is None
+
+
+def test_owner_successor_prefers_admins() -> None:
+    members = {"zed": Role.OWNER, "bob": Role.MEMBER, "carl": Role.ADMIN, "amy": Role.MEMBER}
+    assert successor(GroupRecord(group_id="g", name="g", members=members), "zed") == "carl"
+    members["carl"] = Role.MEMBER
+    assert successor(GroupRecord(group_id="g", name="g", members=members), "zed") == "amy"
+    assert successor(GroupRecord(group_id="g", name="g", members={"zed": Role.OWNER}), "zed") is None
+
+
+def test_rate_limiter_refills_and_stays_bounded() -> None:
+    limiter = RateLimiter(rate=2.0, burst=3, max_keys=2)
+    assert [limiter.allow("a", now=0.0) for _ in range(4)] == [True, True, True, False]
+    assert limiter.allow("a", now=0.5)  # one token back after 0.5 s at 2/s
+    assert not limiter.allow("a", now=0.5)
+    limiter.allow("b", now=1.0)
+    limiter.allow("c", now=1.0)
+    assert len(limiter) == 2
+
+
+def test_group_event_deltas() -> None:
+    create = b'{"v":1,"type":"group.create","group":"g","by":"alice","members":["bob"],"count":1}'
+    assert group_event_delta(create) == ({"alice", "bob"}, set())
+    assert group_event_delta(b'{"type":"group.remove","members":["bob","bad id"]}') == (set(), {"bob"})
+    assert group_event_delta(b'{"type":"group.add","count":500}') == (set(), set())  # list too long
+    assert group_event_delta(b'{"type":"group.rename","name":"x"}') == (set(), set())
+    assert group_event_delta(b"not json") == (set(), set())
+
+
+def test_first_contact_from_acks() -> None:
+    assert first_contact(b'{"v":1,"id":"c","conv":"d:alice:bob","seq":1,"server_id":"s","ts":1}') == (
+        "alice",
+        "bob",
+    )
+    assert first_contact(b'{"v":1,"id":"c","conv":"d:alice:bob","seq":12,"server_id":"s","ts":1}') is None
+    assert first_contact(b'{"v":1,"id":"c","conv":"g:team","seq":1,"server_id":"s","ts":1}') is None
+    assert first_contact(b'{"v":1,"id":"c","conv":"d:alice:alice","seq":1,"server_id":"s","ts":1}') is None
+
+
+@pytest.fixture
+async def storage(tmp_path: Path) -> AsyncIterator[SqliteStorage]:
+    async with SqliteStorage(path=tmp_path / "im.db") as store:
+        for user in ("alice", "bob", "carol", "dave"):
+            await store.add_user(user, password="pw-123456")
+        yield store
+
+
+async def test_load_membership_reads_groups_and_contacts(storage: SqliteStorage) -> None:
+    await storage.create_group("team", name="Team", owner="alice", members=["bob"])
+    await storage.append_messages(
+        [NewMessage(conv="d:carol:dave", sender="carol", client_id="c-1", ts=1, body={"text": "hi"})]
+    )
+    index = MembershipIndex()
+    await load_membership(storage, index)
+    assert index.members_of("team") == {"alice", "bob"}
+    assert index.shares_conversation("carol", "dave")
+    assert not index.shares_conversation("alice", "carol")
+
+
+async def test_follower_rereads_after_the_stamp_moves(storage: SqliteStorage, tmp_path: Path) -> None:
+    index = MembershipIndex()
+    await storage.create_group("team", name="Team", owner="alice", members=["bob"])
+    await load_membership(storage, index)
+    follower = MembershipFollower(
+        storage=storage, index=index, stamp=tmp_path / STAMP_NAME, port=None, poll_s=0.05
+    )
+    async with follower, asyncio.TaskGroup() as tasks:
+        task = tasks.create_task(follower.run(), name="follower")
+        await storage.set_members("team", {"bob": None, "carol": Role.MEMBER})
+        await storage.create_group("other", name="Other", owner="dave", members=[])
+        touch_membership_stamp(tmp_path)
+        for _ in range(200):
+            if follower.reloads:
+                break
+            await asyncio.sleep(0.05)
+        task.cancel()
+    assert follower.reloads == 1
+    assert index.members_of("team") == {"alice", "carol"}
+    assert index.members_of("other") == {"dave"}

@@ -20,6 +20,7 @@ from typing import Protocol
 
 from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset, topic_matches
 from mqim.broker._codec import encode_str
+from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Session, Writer
 from mqim.broker._settings import BrokerSettings
@@ -93,7 +94,7 @@ class Hub:
         # Plain filters plus `$share/{group}/{filter}` (one member per group, see _shared.py).
         self.index = SharedIndex()
         self.index.connected = self._is_connected
-        self.retained: dict[str, tuple[bytes, int]] = {}
+        self.retained = RetainedIndex()
         self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
         self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
         self._listener_ids = itertools.count(1)
@@ -256,9 +257,8 @@ class Hub:
     def send_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
         """Send the retained messages matching a new subscription to that session only (MQTT-3.3.1-6)."""
         identity = session.identity
-        for topic, (payload, qos) in list(self.retained.items()):
-            if not topic_matches(topic_filter, topic):
-                continue
+        for topic in self.retained.match(topic_filter):
+            payload, qos = self.retained[topic]
             if identity is not None and not self.acl.allowed(identity, Action.RECEIVE, topic):
                 continue
             session.deliver(topic, self.encode_topic(topic), payload, min(qos, granted_qos), retain=True)

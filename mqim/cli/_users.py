@@ -87,6 +87,34 @@ def add_user(
     typer.echo(f"added {record.kind.value} {record.user_id!r}")
 
 
+@users_app.command("add-many")
+def add_many(
+    prefix: Annotated[str, typer.Argument(help="Id prefix: accounts are PREFIX0 .. PREFIX{count-1}.")],
+    count: Annotated[int, typer.Option("--count", "-n", help="How many accounts.", min=1, max=1_000_000)],
+    password: PasswordOpt = None,
+    start: Annotated[int, typer.Option("--start", help="First number.", min=0)] = 0,
+    kind: Annotated[
+        AccountKind, typer.Option("--kind", "-k", help="Account kind.", case_sensitive=False)
+    ] = AccountKind.USER,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Create many accounts sharing one password (device fleets, load tests); existing ids are skipped."""
+    config = _config(config_path, data_dir)
+    ids = [_check_name(f"{prefix}{n}") for n in range(start, start + count)]
+    secret = _password(password)
+
+    async def go() -> int:
+        async with open_storage(config) as storage:
+            created = 0
+            for offset in range(0, len(ids), 5000):
+                created += await storage.add_users(ids[offset : offset + 5000], password=secret, kind=kind)
+            return created
+
+    created = run(go())
+    typer.echo(f"added {created} {kind.value} accounts ({len(ids) - created} existed)")
+
+
 @users_app.command("list")
 def list_users(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,

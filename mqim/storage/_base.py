@@ -60,6 +60,15 @@ class Storage(abc.ABC):
         """Create an account; raises `AlreadyExists` if the id is taken."""
 
     @abc.abstractmethod
+    async def add_users(
+        self, user_ids: Sequence[str], *, password: str, kind: AccountKind = AccountKind.USER
+    ) -> int:
+        """Create many accounts sharing one password, hashed once (fleets of devices, load tests).
+
+        Ids that already exist are skipped; returns how many accounts were created.
+        """
+
+    @abc.abstractmethod
     async def get_user(self, user_id: str) -> UserRecord | None:
         """Return the account, or None."""
 

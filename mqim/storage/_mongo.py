@@ -199,6 +199,26 @@ class MongoStorage(Storage):
         await self._a().log_user_change(user_id)
         return record
 
+    async def add_users(
+        self, user_ids: Sequence[str], *, password: str, kind: AccountKind = AccountKind.USER
+    ) -> int:
+        """Create many accounts with one shared password hash; existing ids are skipped."""
+        ops = self._o()
+        pw_hash = await asyncio.to_thread(hash_password, password)
+        created = 0
+        for user_id in dict.fromkeys(user_ids):
+            doc = {
+                "_id": user_id,
+                "kind": AccountKind(kind).value,
+                "password": pw_hash,
+                "disabled": False,
+                "created_ts": now_ms(),
+            }
+            if await ops.insert_new(f"add user {user_id!r}", ops.cols.users, doc):
+                created += 1
+                await self._a().log_user_change(user_id)
+        return created
+
     async def _find_user(self, user_id: str) -> Doc | None:
         users = self._c().users
 

@@ -12,6 +12,9 @@ import binascii
 import hashlib
 import hmac
 import secrets
+import threading
+import time
+from collections import OrderedDict
 
 SCHEME = "scrypt"
 SCRYPT_N = 2**14
@@ -64,8 +67,66 @@ def hash_password(password: str) -> str:
     )
 
 
+class _VerifiedCache:
+    """Bounded memory of (hash, password) pairs that verified recently.
+
+    scrypt is deliberately slow (~30 ms): a reconnect storm of thousands of clients would queue
+    for seconds. Only successful checks are remembered, keyed by an HMAC under a per-process
+    random key (neither the password nor a fast hash of it is kept), so a hit proves nothing
+    to someone who does not already hold the password. A new password means a new encoded
+    hash, so old entries are never consulted again and age out.
+    """
+
+    def __init__(self, *, max_entries: int, ttl_s: float) -> None:
+        self._key = secrets.token_bytes(32)
+        self._max = max_entries
+        self._ttl = ttl_s
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _digest(self, password: str, encoded: str) -> bytes:
+        msg = encoded.encode() + b"\x00" + password.encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).digest()
+
+    def hit(self, password: str, encoded: str) -> bool:
+        digest = self._digest(password, encoded)
+        now = time.monotonic()
+        with self._lock:
+            expires = self._entries.get(digest)
+            if expires is None:
+                return False
+            if expires < now:
+                del self._entries[digest]
+                return False
+            self._entries.move_to_end(digest)
+            return True
+
+    def remember(self, password: str, encoded: str) -> None:
+        digest = self._digest(password, encoded)
+        with self._lock:
+            self._entries[digest] = time.monotonic() + self._ttl
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+VERIFIED_CACHE_ENTRIES = 100_000
+"""Most remembered successful checks (about 100 bytes each)."""
+VERIFIED_CACHE_TTL_S = 600.0
+"""How long a successful check is remembered."""
+
+verified_cache = _VerifiedCache(max_entries=VERIFIED_CACHE_ENTRIES, ttl_s=VERIFIED_CACHE_TTL_S)
+
+
 def verify_password(password: str, encoded: str) -> bool:
     """Check `password` against an encoded hash in constant time.
+
+    A pair that verified within `VERIFIED_CACHE_TTL_S` is answered from `verified_cache`
+    without running scrypt again.
 
     Args:
         password: The clear-text candidate.
@@ -74,6 +135,15 @@ def verify_password(password: str, encoded: str) -> bool:
     Returns:
         True if it matches; False if it does not or `encoded` is malformed.
     """
+    if verified_cache.hit(password, encoded):
+        return True
+    if _verify_slow(password, encoded):
+        verified_cache.remember(password, encoded)
+        return True
+    return False
+
+
+def _verify_slow(password: str, encoded: str) -> bool:
     parts = encoded.split("$")
     if len(parts) != 6 or parts[0] != SCHEME:
         return False

@@ -88,6 +88,17 @@ def _add_user(conn: sqlite3.Connection, user_id: str, kind: AccountKind, pw_hash
     return record
 
 
+def _add_users(conn: sqlite3.Connection, user_ids: list[str], kind: AccountKind, pw_hash: str) -> int:
+    now = _now_ms()
+    # Counted by rows, not total_changes, which also counts what the change-log triggers write.
+    before = conn.execute("SELECT COUNT(*) FROM users").fetchone()[0]
+    conn.executemany(
+        "INSERT OR IGNORE INTO users (id, kind, password, disabled, created_ts) VALUES (?, ?, ?, 0, ?)",
+        [(user_id, AccountKind(kind).value, pw_hash, now) for user_id in user_ids],
+    )
+    return int(conn.execute("SELECT COUNT(*) FROM users").fetchone()[0] - before)
+
+
 def _update_user(conn: sqlite3.Connection, user_id: str, column: str, value: object) -> None:
     # `column` is one of our own literals, never caller input.
     if conn.execute(f"UPDATE users SET {column} = ? WHERE id = ?", (value, user_id)).rowcount == 0:
@@ -532,6 +543,15 @@ class SqliteStorage(Storage):
         writer = self._w()
         pw_hash = await asyncio.to_thread(hash_password, password)
         return await writer.run(lambda c: _add_user(c, user_id, kind, pw_hash), what=f"add user {user_id!r}")
+
+    async def add_users(
+        self, user_ids: Sequence[str], *, password: str, kind: AccountKind = AccountKind.USER
+    ) -> int:
+        """Create many accounts with one shared password hash; existing ids are skipped."""
+        writer = self._w()
+        ids = list(dict.fromkeys(user_ids))
+        pw_hash = await asyncio.to_thread(hash_password, password)
+        return await writer.run(lambda c: _add_users(c, ids, kind, pw_hash), what=f"add {len(ids)} users")
 
     async def get_user(self, user_id: str) -> UserRecord | None:
         """Return the account, or None."""

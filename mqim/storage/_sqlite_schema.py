@@ -207,6 +207,20 @@ def translate(exc: BaseException, what: str) -> StorageError:
     return StorageError(f"{what}: {type(exc).__name__}: {exc}")
 
 
+def _switch_to_wal(conn: sqlite3.Connection) -> object:
+    # Changing the journal mode takes an exclusive lock and SQLite does not always run the busy
+    # handler for it: two processes opening a fresh file at once (two `mqim user add`) would see
+    # "database is locked". Retry within the busy timeout; this runs in a storage thread.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
     """Open a connection configured for mqim (WAL, synchronous=NORMAL, manual transactions).
 
@@ -226,7 +240,7 @@ def connect(path: Path, *, read_only: bool) -> sqlite3.Connection:
         if read_only:
             conn.execute("PRAGMA query_only = 1")
         else:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise StorageError(f"{path}: cannot switch to WAL journal mode (got {mode!r})")
         conn.execute("PRAGMA synchronous = NORMAL")

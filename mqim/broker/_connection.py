@@ -40,6 +40,30 @@ class State(Enum):
 class MqttConnection(asyncio.Protocol):
     """The broker side of one client connection."""
 
+    # Slots: thousands of idle connections each pay for their attributes, not for a __dict__.
+    __slots__ = (
+        "_backlog",
+        "_clean_disconnect",
+        "_deferred",
+        "broker",
+        "close_reason",
+        "closing",
+        "connect",
+        "decoder",
+        "hub",
+        "identity",
+        "keepalive",
+        "last_rx",
+        "listener",
+        "opened_at",
+        "over_limit",
+        "peer",
+        "session",
+        "state",
+        "transport",
+        "writable",
+    )
+
     def __init__(self, *, broker: MqimBroker, listener: str) -> None:
         self.broker = broker
         self.hub = broker.hub
@@ -57,7 +81,7 @@ class MqttConnection(asyncio.Protocol):
         self.peer: str = "?"
         self.over_limit = False
         self._backlog: list[tuple[int, int, bytes]] = []
-        self._deferred: deque[tuple[int, bytes]] = deque()  # (commit generation, ack bytes)
+        self._deferred: deque[tuple[int, bytes]] | None = None  # (commit generation, ack bytes)
         self._clean_disconnect = False
         self.closing = False
         self.close_reason = ""
@@ -228,6 +252,8 @@ class MqttConnection(asyncio.Protocol):
     def _start_session(self, connect: c.Connect, identity: Identity) -> None:
         broker = self.broker
         hub = self.hub
+        # The credentials have done their job: do not keep the password for the connection's life.
+        connect.password = None
         client_id = connect.client_id or f"auto-{id(self):x}-{int(time.time() * 1000)}"
         existing = hub.sessions.get(client_id)
         if existing is not None and existing.user != identity.user:
@@ -286,7 +312,8 @@ class MqttConnection(asyncio.Protocol):
             session.on_pubcomp(c.decode_ack(packet_type, flags, body))
         elif packet_type == c.PUBREL:
             pid = c.decode_ack(packet_type, flags, body)
-            session.incoming_qos2.discard(pid)
+            if pid in session.incoming_qos2:
+                session.incoming_qos2.discard(pid)
             self._ack(c.encode_ack(c.PUBCOMP, pid), durable=False)
         elif packet_type == c.SUBSCRIBE:
             self._on_subscribe(session, *c.decode_subscribe(flags, body))
@@ -331,7 +358,7 @@ class MqttConnection(asyncio.Protocol):
                 return
             if len(session.incoming_qos2) >= self.broker.settings.max_inflight:
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
-            session.incoming_qos2.add(pub.packet_id or 0)
+            session.note_incoming_qos2(pub.packet_id or 0)
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain)
         if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
             durable = True
@@ -348,12 +375,16 @@ class MqttConnection(asyncio.Protocol):
         # waits for a commit, those behind it wait too.
         committer = self.hub.committer
         if (durable and committer.durable) or self._deferred:
+            if self._deferred is None:
+                self._deferred = deque()
             self._deferred.append((committer.wait(self), data))
         else:
             self.write(data)
 
     def release_acks(self, committed: int) -> None:
         deferred = self._deferred
+        if deferred is None:
+            return
         while deferred and deferred[0][0] <= committed:
             self.write(deferred.popleft()[1])
         if deferred:

@@ -31,6 +31,12 @@ class Writer(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+_NO_PENDING: deque[Outgoing] = deque()
+"""Placeholder `Session.pending` of sessions that never queued anything; always empty."""
+_NO_IDS: set[int] = set()
+"""Placeholder `Session.incoming_qos2` until the first QoS 2 publish; always empty."""
+
+
 class Outgoing:
     """A queued QoS 1/2 delivery."""
 
@@ -95,9 +101,11 @@ class Session:
         self.subscriptions: dict[str, int] = {}
         self.conn: Writer | None = None
         self.queue: dict[int, Outgoing] = {}
-        self.pending: deque[Outgoing] = deque()
+        # Shared empty placeholders until first use: an idle session then costs no deque (624 B)
+        # and no set. Only `_pend` and `note_incoming_qos2` replace them; never mutate in place.
+        self.pending: deque[Outgoing] = _NO_PENDING
         self.inflight: dict[int, Outgoing] = {}
-        self.incoming_qos2: set[int] = set()
+        self.incoming_qos2: set[int] = _NO_IDS
         self.queued_bytes = 0
         self.disconnected_at: float | None = None
         self.dropped_qos0 = 0
@@ -133,7 +141,7 @@ class Session:
         )
         self._next_qid += 1
         self.queue[msg.qid] = msg
-        self.pending.append(msg)
+        self._pend(msg)
         self.queued_bytes += msg.size
         if self.store is not None:
             self.store.enqueue(
@@ -156,7 +164,7 @@ class Session:
         )
         self._next_qid += 1
         self.queue[msg.qid] = msg
-        self.pending.append(msg)
+        self._pend(msg)
         self.queued_bytes += msg.size
         self.overflow_qid = msg.qid
         if self.store is not None:
@@ -191,6 +199,17 @@ class Session:
             if self.store is not None:
                 self.store.dequeue(self.client_id, evicted)
         return len(evicted)
+
+    def _pend(self, msg: Outgoing) -> None:
+        if self.pending is _NO_PENDING:
+            self.pending = deque()
+        self.pending.append(msg)
+
+    def note_incoming_qos2(self, packet_id: int) -> None:
+        """Remember an inbound QoS 2 packet id until its PUBREL (exactly-once, MQTT-4.3.3)."""
+        if self.incoming_qos2 is _NO_IDS:
+            self.incoming_qos2 = set()
+        self.incoming_qos2.add(packet_id)
 
     def pump(self) -> None:
         """Send pending messages while the client is writable and the window has room."""
@@ -299,6 +318,6 @@ class Session:
                 retain=False,
             )
             self.queue[msg.qid] = msg
-            self.pending.append(msg)
+            self._pend(msg)
             self.queued_bytes += msg.size
             self._next_qid = max(self._next_qid, entry.qid + 1)

@@ -20,6 +20,7 @@ from mqim.broker._auth import (
 from mqim.broker._broker import Listener, MqimBroker
 from mqim.broker._cluster import ClusterLink
 from mqim.broker._cluster_keys import ClusterSettings
+from mqim.broker._cluster_status import NodeStatus, read_cluster_status
 from mqim.broker._exceptions import (
     BrokerError,
     ClusterError,
@@ -76,6 +77,7 @@ __all__ = [
     "MalformedPacket",
     "MqimAuthPlugin",
     "MqimBroker",
+    "NodeStatus",
     "PasswordAuthenticator",
     "PresenceTracker",
     "ProtocolViolation",
@@ -96,6 +98,7 @@ __all__ = [
     "load_keyring",
     "looks_like_token",
     "parse_shared",
+    "read_cluster_status",
     "save_keyring",
     "unverified_claims",
     "verify_token",

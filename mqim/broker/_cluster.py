@@ -60,10 +60,10 @@ from mqim.broker._cluster_store import ClusterSessionStore
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ClusterError
 from mqim.broker._session import Session
-from mqim.storage import QueuedMessage, SessionStore, StorageError, StoredSession
+from mqim.storage import QueuedMessage, RetainedRecord, SessionStore, StorageError, StoredSession
 
 # The session store's key layout and value format: the node loads one session on demand.
-from mqim.storage._redis_codec import Keys, decode_queued, decode_session
+from mqim.storage._redis_codec import Keys, decode_queued, decode_retained, decode_session
 
 if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
@@ -76,6 +76,8 @@ _WRITE_BATCH: Final = 512
 _POOL_SIZE: Final = 32
 _KICK_ANSWER_TTL_S: Final = 30
 _ADOPT_LOCK_MS: Final = 60_000
+_LOAD_CHUNK: Final = 256
+_MAX_WAIT_ROUNDS: Final = 10_000  # the claim's own timeout ends it first
 
 # Remove a client id's registry entry only if this node still owns it.
 _RELEASE_LUA: Final = """
@@ -119,7 +121,7 @@ class ClusterLink:
         self._store_keys = Keys(settings.prefix)
         self.inner_store = session_store
         self.session_store = ClusterSessionStore(
-            inner=session_store, owned=self._owned, drained=self._drained, closing=lambda: self._closing
+            inner=session_store, load=self._load_owned, drained=self._drained, closing=lambda: self._closing
         )
         self.routes = RemoteRoutes()
         self._chooser = ShareChooser()
@@ -130,6 +132,8 @@ class ClusterLink:
         self._written = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._writer_stop = False
         self._route_add: set[str] = set()
         self._route_del: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
@@ -159,13 +163,20 @@ class ClusterLink:
 
     @property
     def broker(self) -> MqimBroker:
+        """The attached broker."""
         assert self._broker is not None, "ClusterLink.attach() was not called"
         return self._broker
 
     @property
     def redis(self) -> aioredis.Redis:
+        """The link's Redis client (open between enter and exit)."""
         assert self._redis is not None, "cluster link not open"
         return self._redis
+
+    @property
+    def healthy(self) -> bool:
+        """False while Redis is unreachable (the error is logged once, cleared when it is back)."""
+        return self._down_since is None
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -221,6 +232,8 @@ class ClusterLink:
                 self._wake.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._idle(), self.settings.timeout_s)
+                self._writer_stop = True  # see `running`: a swallowed cancel still ends the loop
+                self._wake.set()
                 writer.cancel()
                 try:
                     await writer
@@ -247,22 +260,41 @@ class ClusterLink:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the heartbeat, route sync, stream consumer and dead-node watcher (once started)."""
-        async with asyncio.TaskGroup() as tasks:
-            jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-                ("heartbeat", self._heartbeat_loop),
-                ("routes", self._route_loop),
-                ("consumer", self._consume_loop),
-                ("watcher", self._watch_loop),
-            ]
-            running = [
-                tasks.create_task(job(), name=f"mqim-cluster-{name}:{self.node_id}") for name, job in jobs
-            ]
-            try:
-                yield
-            finally:
-                for task in running:
-                    task.cancel()
+        """Run the heartbeat, route sync, stream consumer and dead-node watcher (once started).
+
+        The tasks are held here and awaited on exit; one that fails is logged at its end and the
+        others keep running (a crashed loop shows in the log and in `cluster status`).
+        """
+        jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
+            ("heartbeat", self._heartbeat_loop),
+            ("routes", self._route_loop),
+            ("consumer", self._consume_loop),
+            ("watcher", self._watch_loop),
+        ]
+        self._stop.clear()
+        tasks = [asyncio.create_task(job(), name=f"mqim-cluster-{name}:{self.node_id}") for name, job in jobs]
+        try:
+            yield
+        finally:
+            # redis-py can swallow a cancellation that lands inside a command: the loops also
+            # watch this flag, so they end either way.
+            self._stop.set()
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    if not task.cancelled():
+                        raise
+                except Exception:
+                    log.exception("cluster task %s failed", task.get_name())
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, returning early when the loops are told to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     # -- heartbeat and registry ----------------------------------------------------------------
     def _ttl_ms(self) -> int:
@@ -286,7 +318,7 @@ class ClusterLink:
 
     async def _heartbeat_loop(self) -> None:
         keys = self.keys
-        while True:
+        while not self._stop.is_set():
             try:
                 pipe = self.redis.pipeline(transaction=False)
                 pipe.set(keys.alive(self.node_id), self._heartbeat_value(), px=self._ttl_ms())
@@ -296,13 +328,20 @@ class ClusterLink:
                 self._up()
             except _DOWN as exc:
                 self._down(exc)
-            await asyncio.sleep(self.settings.heartbeat_s)
+            await self._pause(self.settings.heartbeat_s)
 
     def _up(self) -> None:
         if self._down_since is not None:
             log.info("cluster Redis reachable again after %.1fs", time.monotonic() - self._down_since)
             self._down_since = None
             self._healthy_since = time.monotonic()
+            # A Redis that lost its data must learn this node's routes again (SADD is idempotent).
+            broker = self._broker
+            if broker is not None:
+                self._route_add.update(broker.hub.index.local_filters())
+            self._route_add.update(self._always)
+            self._route_del.difference_update(self._route_add)
+            self._wake.set()
 
     def _down(self, exc: BaseException) -> None:
         if self._down_since is None:
@@ -335,13 +374,13 @@ class ClusterLink:
     # -- route table: remote changes in --------------------------------------------------------
     async def _route_loop(self) -> None:
         """Follow the deltas of the other nodes; resync fully at start, after errors, periodically."""
-        while True:
+        while not self._stop.is_set():
             pubsub = self.redis.pubsub()
             try:
                 await pubsub.subscribe(self.keys.route_channel)
                 await self._resync()
                 next_sync = time.monotonic() + self.settings.resync_s
-                while True:
+                while not self._stop.is_set():
                     message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
                     if message is not None and message.get("type") == "message":
                         self._apply_delta(message["data"])
@@ -350,7 +389,7 @@ class ClusterLink:
                         next_sync = time.monotonic() + self.settings.resync_s
             except _DOWN as exc:
                 self._down(exc)
-                await asyncio.sleep(min(self.settings.heartbeat_s, _RETRY_MAX_S))
+                await self._pause(min(self.settings.heartbeat_s, _RETRY_MAX_S))
             finally:
                 with contextlib.suppress(*_DOWN):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
@@ -464,7 +503,7 @@ class ClusterLink:
 
     async def _write_loop(self) -> None:
         delay = 0.05
-        while True:
+        while not self._writer_stop:
             await self._wake.wait()
             self._wake.clear()
             while self._ops or self._route_add or self._route_del:
@@ -543,10 +582,15 @@ class ClusterLink:
         """Make this node the owner of `client_id` before its CONNECT is accepted.
 
         Kicks the node that held it (which closes the old connection and flushes the session),
-        then loads a persistent session from the shared store. False when the cluster state
-        cannot be reached (the CONNECT is refused with "server unavailable").
+        then loads a persistent session from the shared store. When the old node is dead, this
+        node adopts it first (or waits for the node adopting it), so the entries the dead node
+        had not delivered reach the session wherever it now lives. False when the cluster
+        state cannot be reached (the CONNECT is then refused with "server unavailable").
         """
-        timeout = self.settings.kick_timeout_s + 2 * self.settings.timeout_s
+        settings = self.settings
+        timeout = (
+            settings.kick_timeout_s + settings.node_ttl_s + 4 * settings.heartbeat_s + 2 * settings.timeout_s
+        )
         try:
             async with asyncio.timeout(timeout):
                 await self._claim(client_id, clean)
@@ -558,6 +602,9 @@ class ClusterLink:
 
     async def _claim(self, client_id: str, clean: bool) -> None:
         keys, node = self.keys, self.node_id
+        owner: Any = await self.redis.hget(keys.clients, client_id)
+        if owner is not None and _text(owner) != node:
+            await self._settle(_text(owner), client_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(keys.clients, client_id)
         pipe.hset(keys.clients, client_id, node)
@@ -580,10 +627,35 @@ class ClusterLink:
             if stored is not None and client_id not in hub.sessions:
                 hub.restore([stored], [])
 
-    async def _kick(self, node: str, client_id: str) -> None:
+    async def _settle(self, owner: str, client_id: str) -> None:
+        """If `owner` is dead (or dies within its TTL), adopt it or wait for its adopter."""
+        keys, settings = self.keys, self.settings
+        if await self.redis.exists(keys.alive(owner)):
+            if await self._kick(owner, client_id) and await self.redis.exists(keys.alive(owner)):
+                return  # a live node handed the session over
+            # No answer (or the node adopting a dead owner answered from its stream): a dead
+            # node's heartbeat key lives on until its TTL; wait that long.
+            for _ in range(int(settings.node_ttl_s / settings.heartbeat_s) + 1):
+                if not await self.redis.exists(keys.alive(owner)):
+                    break
+                await self._pause(settings.heartbeat_s)
+            else:
+                log.warning("node %r holds %r but does not answer; taking it over", owner, client_id)
+                return
+        if await self._adopt(owner):
+            return
+        # Another node is adopting it: wait until it is done (bounded by the claim timeout), so
+        # every entry of the dead node's stream reached the session before it moves here.
+        for _ in range(_MAX_WAIT_ROUNDS):
+            if not await self.redis.exists(keys.adopt(owner)):
+                break
+            await self._pause(settings.heartbeat_s)
+
+    async def _kick(self, node: str, client_id: str) -> bool:
+        """Ask `node` to hand `client_id` over; True once it answered."""
         keys = self.keys
         if not await self.redis.exists(keys.alive(node)):
-            return  # a dead node: its state in Redis is what it flushed; its stream is adopted
+            return False  # dead: its state in Redis is what it flushed; its stream is adopted
         token = uuid.uuid4().hex
         kick = Kick(client_id=client_id, token=token, by=self.node_id)
         fields: Any = encode_kick(kick)
@@ -593,26 +665,57 @@ class ClusterLink:
             self._count("kick_timeouts")
             wait = self.settings.kick_timeout_s
             log.warning("node %r did not hand %r over within %.1fs", node, client_id, wait)
-        else:
-            log.info("client id %r taken over from node %r", client_id, node)
+            return False
+        log.info("client id %r taken over from node %r", client_id, node)
+        return True
 
     async def _load_session(self, client_id: str) -> StoredSession | None:
         await self.inner_store.flush()  # ordered after this node's own queued writes
+        found = await self._read_sessions([client_id])
+        return found[0] if found else None
+
+    async def _read_sessions(self, client_ids: list[str]) -> list[StoredSession]:
+        """The stored sessions (with queues) among `client_ids`, read in pipelined chunks."""
         keys = self._store_keys
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hget(keys.sessions, client_id)
-        pipe.hgetall(keys.queue(client_id))
-        results: Any = await pipe.execute()
-        raw, queue = results
-        if raw is None:
-            return None
-        cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
-        messages: list[QueuedMessage] = sorted(
-            (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
-        )
-        return StoredSession(
-            client_id=cid, user=user, subscriptions=subscriptions, disconnected_ts=dts, queue=messages
-        )
+        sessions: list[StoredSession] = []
+        for start in range(0, len(client_ids), _LOAD_CHUNK):
+            chunk = client_ids[start : start + _LOAD_CHUNK]
+            pipe = self.redis.pipeline(transaction=False)
+            for client_id in chunk:
+                pipe.hget(keys.sessions, client_id)
+                pipe.hgetall(keys.queue(client_id))
+            results: Any = await pipe.execute()
+            for index, client_id in enumerate(chunk):
+                raw, queue = results[2 * index], results[2 * index + 1]
+                if raw is None:
+                    continue
+                cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
+                messages: list[QueuedMessage] = sorted(
+                    (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
+                )
+                sessions.append(
+                    StoredSession(
+                        client_id=cid,
+                        user=user,
+                        subscriptions=subscriptions,
+                        disconnected_ts=dts,
+                        queue=messages,
+                    )
+                )
+        return sessions
+
+    async def _load_owned(self) -> tuple[list[StoredSession], list[RetainedRecord]]:
+        """`ClusterSessionStore.load`: this node's sessions (not everyone's) and the retained."""
+        try:
+            await self.inner_store.flush()
+            owned = sorted(await self._owned())
+            sessions = await self._read_sessions(owned)
+            raw: Any = await self.redis.hgetall(self._store_keys.retained)
+        except _DOWN as exc:
+            raise ClusterError(f"cannot load this node's sessions: {exc}") from exc
+        retained = sorted((decode_retained(t, v) for t, v in raw.items()), key=lambda r: r.topic)
+        log.info("node %r owns %d stored sessions", self.node_id, len(sessions))
+        return sessions, retained
 
     async def _handle_kick(self, kick: Kick) -> None:
         hub = self.broker.hub
@@ -647,7 +750,7 @@ class ClusterLink:
     async def _consume_loop(self) -> None:
         stream = self.keys.stream(self.node_id)
         last: str | bytes = "0"  # first this consumer's pending entries (a restart), then new ones
-        while True:
+        while not self._stop.is_set():
             try:
                 block = None if last != ">" else 1000
                 reply: Any = await self.redis.xreadgroup(
@@ -663,14 +766,18 @@ class ClusterLink:
                     await self._process(stream, entries)
                 self._up()
             except ResponseError as exc:
+                # NOGROUP: the stream was lost (Redis restarted without persistence).
                 if "NOGROUP" not in str(exc):
-                    raise
-                # The stream was lost (Redis restarted without persistence): recreate it.
-                await self._ensure_group(self.redis, self.node_id)
+                    self._count("stream_errors")
+                    log.error("reading %s failed (retrying): %s", stream, exc)
+                    await self._pause(_RETRY_MAX_S)
+                with contextlib.suppress(*_DOWN):
+                    await self._ensure_group(self.redis, self.node_id)
                 last = "0"
             except _DOWN as exc:
                 self._down(exc)
-                await asyncio.sleep(_RETRY_MAX_S)
+                await self._pause(_RETRY_MAX_S)
+                last = "0"  # entries read but not acknowledged before the error: read them again
 
     async def _process(self, stream: str, entries: list[Any], *, adopted: bool = False) -> None:
         """Route entries locally, commit, then acknowledge them."""
@@ -693,12 +800,17 @@ class ClusterLink:
                     await self._handle_kick(entry)
                 continue
             self._count("forwards_in")
-            if entry.retain:
-                hub.retain(entry.topic, entry.payload, entry.qos)
             self._inbound_shares = entry.shares
             try:
+                if entry.retain:
+                    hub.retain(entry.topic, entry.payload, entry.qos)
                 if hub.route(entry.topic, entry.payload, entry.qos, retain=entry.retain, forwarded=True):
                     durable = True
+            except Exception:
+                # A bug, not a Redis problem: skip this entry rather than stop consuming (or
+                # read it again forever).
+                self._count("bad_entries")
+                log.exception("routing cluster entry %r from %s failed; skipped", entry_id, entry.origin)
             finally:
                 self._inbound_shares = None
         if durable:
@@ -714,8 +826,8 @@ class ClusterLink:
 
     # -- dead nodes ----------------------------------------------------------------------------
     async def _watch_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.heartbeat_s)
+        while not self._stop.is_set():
+            await self._pause(self.settings.heartbeat_s)
             try:
                 raw: Any = await self.redis.hkeys(self.keys.nodes)
                 known = [_text(n) for n in raw]
@@ -731,11 +843,20 @@ class ClusterLink:
             except _DOWN as exc:
                 self._down(exc)
 
-    async def _adopt(self, dead: str) -> None:
+    async def _adopt(self, dead: str) -> bool:
+        """Adopt a dead node's sessions and stream; False when another node holds the lock."""
         keys = self.keys
         lock = await self.redis.set(keys.adopt(dead), self.node_id, nx=True, px=_ADOPT_LOCK_MS)
         if not lock:
-            return
+            return False
+        try:
+            await self._adopt_locked(dead)
+        finally:
+            await self.redis.delete(keys.adopt(dead))
+        return True
+
+    async def _adopt_locked(self, dead: str) -> None:
+        keys = self.keys
         log.warning("node %r is dead: adopting its sessions and stream", dead)
         hub = self.broker.hub
         adopted = 0
@@ -758,7 +879,7 @@ class ClusterLink:
         # have stopped forwarding to the dead node (they drop it when its heartbeat lapses).
         await self._drained()
         moved = await self._drain(dead)
-        await asyncio.sleep(2 * self.settings.heartbeat_s)
+        await self._pause(2 * self.settings.heartbeat_s)
         moved += await self._drain(dead)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.stream(dead), keys.routes(dead), keys.owned(dead))

@@ -3,7 +3,7 @@
 It delegates every write to the shared `SessionStore` (a `RedisSessionStore`), and changes two
 things:
 
-* `load()` returns only the sessions this node owns (the cluster's client registry), so nodes do
+* `load()` reads only the sessions this node owns (the cluster's client registry), so nodes do
   not all load every persistent session at start; the others are loaded on demand when their
   client connects (`ClusterLink.claim`).
 * `flush()` also waits until the forwards queued for other nodes are written to their streams,
@@ -32,7 +32,7 @@ class ClusterSessionStore(SessionStore):
 
     Args:
         inner: The shared store.
-        owned: Returns the client ids this node owns (read from Redis at load time).
+        load: Reads this node's sessions and the retained messages (`ClusterLink`).
         drained: Returns once everything queued for other nodes before the call is written.
         closing: True once the node is stopping: `flush()` then gives up retrying.
     """
@@ -41,12 +41,12 @@ class ClusterSessionStore(SessionStore):
         self,
         *,
         inner: SessionStore,
-        owned: Callable[[], Awaitable[set[str]]],
+        load: Callable[[], Awaitable[tuple[list[StoredSession], list[RetainedRecord]]]],
         drained: Callable[[], Awaitable[None]],
         closing: Callable[[], bool],
     ) -> None:
         self.inner = inner
-        self._owned = owned
+        self._load = load
         self._drained = drained
         self._closing = closing
 
@@ -57,11 +57,7 @@ class ClusterSessionStore(SessionStore):
         await self.inner.close()
 
     async def load(self) -> tuple[list[StoredSession], list[RetainedRecord]]:
-        sessions, retained = await self.inner.load()
-        owned = await self._owned()
-        mine = [s for s in sessions if s.client_id in owned]
-        log.info("%d of %d stored sessions belong to this node", len(mine), len(sessions))
-        return mine, retained
+        return await self._load()
 
     def save_session(
         self, client_id: str, *, user: str | None, subscriptions: dict[str, int], disconnected_ts: int | None

@@ -10,6 +10,7 @@ import mqim
 from mqim.cli._acl_cmd import acl_app
 from mqim.cli._bench_cmd import bench_command
 from mqim.cli._bridge_cmd import bridge_app
+from mqim.cli._cluster_cmd import broker_command, cluster_app
 from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
 from mqim.cli._group_cmd import group_app
 from mqim.cli._logic_cmd import logic_command
@@ -74,6 +75,8 @@ app.add_typer(acl_app, name="acl")
 app.add_typer(role_app, name="role")
 app.add_typer(token_app, name="token")
 app.add_typer(bridge_app, name="bridge")
+app.command("broker")(broker_command)
+app.add_typer(cluster_app, name="cluster")
 
 
 def main() -> None:

@@ -173,6 +173,8 @@ class EmbeddedServer:
         self.receipts = DeliveryReceipts(hub=hub, storage=self.storage)
         hub.observers.extend((self.presence, self.receipts))
         await stack.enter_async_context(broker)
+        # Restored persistent sessions follow memberships changed while the broker was down.
+        hub.refresh_managed({s.user for s in list(hub.sessions.values()) if s.user})
         self.presence.start()
         follower = self.follower = MembershipFollower(
             storage=self.storage,

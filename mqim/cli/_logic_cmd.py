@@ -106,6 +106,15 @@ def logic_command(
         Path | None,
         typer.Option("--cafile", help="CA bundle to verify an mqtts:// broker with.", dir_okay=False),
     ] = None,
+    shared: Annotated[
+        bool,
+        typer.Option("--shared", help="Subscribe with $share/logic/...: workers split the requests."),
+    ] = False,
+    mongo_url: Annotated[
+        str | None,
+        typer.Option("--mongo", envvar="MQIM_MONGO_URL", help="Cluster mode: MongoDB URL instead of SQLite."),
+    ] = None,
+    database: Annotated[str, typer.Option("--database", help="MongoDB database (with --mongo).")] = "mqim",
     data_dir: DataDirOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
@@ -123,13 +132,19 @@ def logic_command(
         from mqim.logic import BusError, LogicLimits, LogicService, MqttBus
 
         context = tls_context(tls=target.tls, cafile=cafile)
-        async with open_storage(config) as storage:
+        # Cluster mode (DESIGN.md section 6): the cluster's MongoDB, and a shared subscription.
+        from mqim.cli._cluster_cmd import SHARED_UP_FILTER, open_mongo
+        from mqim.protocol import UP_FILTER
+
+        opened = open_mongo(mongo_url, database) if mongo_url is not None else open_storage(config)
+        async with opened as storage:
             bus = MqttBus(
                 host=target.host,
                 port=target.port,
                 username=target.username,
                 password=target.password,
                 client_id=client_id,
+                topic_filter=SHARED_UP_FILTER if shared else UP_FILTER,
                 tls_context=context,
             )
             service = LogicService(

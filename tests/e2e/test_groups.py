@@ -8,6 +8,7 @@ from pathlib import Path
 from mqim.broker import BrokerSettings, Listener
 from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicLimits
+from mqim.storage import Role, SqliteStorage
 from tests.conftest import Users
 from tests.e2e._im import cmd, cmd_ok
 
@@ -212,3 +213,45 @@ async def test_a_group_written_to_storage_directly_heals_on_first_use(
     await users.server.reload_membership()
     assert not users.server.membership.is_member(bob, group)
     assert await bob_c.subscribe(f"im/v1/g/{group}/#") == 0x80
+
+
+async def test_changes_made_while_the_server_was_down_apply_to_stored_sessions(
+    tmp_path: Path, uid: Callable[[str], str]
+) -> None:
+    data = tmp_path / "data"
+
+    def server() -> EmbeddedServer:
+        return EmbeddedServer(
+            data_dir=data,
+            listeners=[Listener(name="default", port=0)],
+            settings=BrokerSettings(connect_timeout_s=3.0),
+        )
+
+    group = uid("team")
+    async with server() as first:
+        users = Users(first, uid)
+        alice, carol, dave = await _team(users, "alice", "carol", "dave")
+        alice_c = await users.connected(alice)
+        await cmd_ok(alice_c, alice, "group.create", group=group, members=[carol])
+        for user in (carol, dave):  # persistent sessions, then away
+            away = users.client(user, client_id=f"{user}-phone", clean_session=False)
+            await away.connect()
+            away.close()
+        users.close_all()
+    # What `mqim group` does while no server runs.
+    async with SqliteStorage(path=data / "mqim.db") as storage:
+        await storage.set_members(group, {carol: None, dave: Role.MEMBER})
+    async with server() as second:
+        users = Users(second, uid)
+        try:
+            alice_c = await users.connected(alice)
+            await alice_c.publish(f"im/v1/up/{alice}/msg", {"v": 1, "id": "g-1", "group": group, "text": "x"})
+            await alice_c.receive_on("/ack")
+            dave_back = users.client(dave, client_id=f"{dave}-phone", clean_session=False)
+            await dave_back.connect()
+            assert (await dave_back.receive_on(f"{group}/msg")).json()["text"] == "x"
+            carol_back = users.client(carol, client_id=f"{carol}-phone", clean_session=False)
+            await carol_back.connect()
+            await carol_back.nothing(0.5, suffix="/msg")
+        finally:
+            users.close_all()

@@ -1,0 +1,174 @@
+"""`mqim broker` (one cluster node) and `mqim cluster status`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from mqim.cli._common import ConfigOpt, DataDirOpt, get_config, run, run_until_signal
+from mqim.cli._exceptions import CliError
+from mqim.cli._logging import configure_logging
+
+if TYPE_CHECKING:
+    from mqim.storage import Storage
+
+_log = logging.getLogger("mqim.cli.cluster")
+
+RedisOpt = Annotated[
+    str,
+    typer.Option("--redis", envvar="MQIM_REDIS_URL", help="Redis URL of the cluster (env MQIM_REDIS_URL)."),
+]
+PrefixOpt = Annotated[str, typer.Option("--prefix", help="Redis key prefix shared by the cluster's nodes.")]
+
+SHARED_UP_FILTER = "$share/logic/im/v1/up/+/+"
+"""What `mqim logic --shared` workers subscribe to: each request goes to one of them."""
+
+cluster_app = typer.Typer(help="Cluster mode: inspect the nodes.", no_args_is_help=True)
+
+
+def broker_command(
+    node_id: Annotated[str, typer.Option("--node-id", help="This node's id, unique in the cluster.")],
+    redis_url: RedisOpt,
+    mongo_url: Annotated[
+        str,
+        typer.Option(
+            "--mongo", envvar="MQIM_MONGO_URL", help="MongoDB URL of the cluster (env MQIM_MONGO_URL)."
+        ),
+    ],
+    database: Annotated[str, typer.Option("--database", help="MongoDB database name.")] = "mqim",
+    host: Annotated[
+        str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535)
+    ] = None,
+    no_logic: Annotated[
+        bool, typer.Option("--no-logic", help="No embedded logic: `mqim logic --shared` workers do it.")
+    ] = False,
+    prefix: PrefixOpt = "mqim",
+    heartbeat_s: Annotated[
+        float, typer.Option("--heartbeat", help="Heartbeat period, seconds.", min=0.05)
+    ] = 1.0,
+    node_ttl_s: Annotated[
+        float, typer.Option("--node-ttl", help="A node silent this long is dead (adopted), seconds.", min=0.2)
+    ] = 4.0,
+    data_dir: DataDirOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
+    """Run one cluster node: broker (+ logic unless --no-logic), MongoDB storage, Redis sessions.
+
+    Listeners, limits, authentication and logging come from the configuration like `mqim serve`.
+    Stops cleanly on Ctrl-C or SIGTERM (its sessions are then adopted by the other nodes).
+    """
+    config = get_config(config_path, {"server.host": host, "server.port": port, "server.data_dir": data_dir})
+    configure_logging(config.log)
+    # Imported here so that other commands do not load the broker (and amqtt).
+    from mqim.broker import BrokerError, ClusterSettings
+    from mqim.cli._cluster_server import ClusterServer
+    from mqim.cli._serve import auth_options, broker_settings, listeners
+    from mqim.logic import LogicLimits
+    from mqim.storage import StorageError
+
+    async def go() -> None:
+        server = ClusterServer(
+            node_id=node_id,
+            redis_url=redis_url,
+            mongo_url=mongo_url,
+            database=database,
+            data_dir=config.server.data_dir,
+            listeners=listeners(config),
+            settings=broker_settings(config),
+            cluster=ClusterSettings(
+                node_id=node_id, prefix=prefix, heartbeat_s=heartbeat_s, node_ttl_s=node_ttl_s
+            ),
+            logic_limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
+            embedded_logic=not no_logic,
+            allow_anonymous=config.auth.allow_anonymous,
+            auth=auth_options(config),
+        )
+        try:
+            async with server:
+                for spec in server.listeners:
+                    print(
+                        f"mqim node {node_id} listening on {spec.kind}://{spec.host}:{server.port(spec.name)}",
+                        flush=True,
+                    )
+                await run_until_signal(_forever(), name=f"mqim-node:{node_id}")
+        except (BrokerError, StorageError) as exc:
+            raise CliError(f"node {node_id}: {exc}") from exc
+
+    run(go())
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()  # until run_until_signal cancels it
+
+
+@cluster_app.command("status")
+def status_command(
+    redis_url: RedisOpt,
+    prefix: PrefixOpt = "mqim",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Nodes, whether they are alive, clients per node, queue depths and stream lag."""
+    from mqim.broker import BrokerError, read_cluster_status
+
+    async def go() -> None:
+        try:
+            nodes = await read_cluster_status(redis_url, prefix=prefix)
+        except BrokerError as exc:
+            raise CliError(str(exc)) from exc
+        if as_json:
+            typer.echo(json.dumps([_as_dict(n) for n in nodes], indent=2))
+            return
+        if not nodes:
+            typer.echo("no nodes registered")
+            return
+        typer.echo(
+            f"{'node':<16} {'state':<6} {'conns':>6} {'sessions':>8} {'queued':>7} "
+            f"{'owned':>6} {'routes':>6} {'stream':>7} {'pending':>7} {'lag':>6}"
+        )
+        for node in nodes:
+            beat = node.heartbeat
+            lag = "?" if node.lag is None else str(node.lag)
+            typer.echo(
+                f"{node.node_id:<16} {'up' if node.alive else 'DOWN':<6} {beat.get('connections', '-'):>6} "
+                f"{beat.get('sessions', '-'):>8} {beat.get('queued', '-'):>7} {node.owned_sessions:>6} "
+                f"{node.routes:>6} {node.stream_length:>7} {node.pending:>7} {lag:>6}"
+            )
+
+    run(go())
+
+
+def _as_dict(node: object) -> dict[str, object]:
+    from dataclasses import asdict, is_dataclass
+
+    assert is_dataclass(node)
+    assert not isinstance(node, type)
+    return asdict(node)
+
+
+@asynccontextmanager
+async def open_mongo(url: str, database: str) -> AsyncIterator[Storage]:
+    """Open the cluster's MongoDB storage (`mqim logic --mongo`).
+
+    Raises:
+        CliError: It cannot be opened.
+    """
+    from mqim.storage import MongoStorage, StorageError
+
+    storage = MongoStorage(url=url, database=database)
+    try:
+        await storage.open()
+    except StorageError as exc:
+        raise CliError(f"cannot open MongoDB storage at {url}: {exc}") from exc
+    try:
+        yield storage
+    finally:
+        await storage.close()

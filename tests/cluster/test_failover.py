@@ -1,0 +1,144 @@
+"""Failures: `kill -9` of a node during a steady QoS1 stream; a Redis restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cluster.conftest import HEARTBEAT_S, NODE_TTL_S, Cluster
+from tests.cluster.test_routing import _wait_routes
+from tests.conftest import PASSWORD, free_port
+from tests.support.mqtt import Paho
+
+pytestmark = pytest.mark.slow
+
+
+@contextlib.contextmanager
+def node_process(
+    cluster: Cluster, node_id: str, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`mqim broker` as its own process (so it can be killed with SIGKILL)."""
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "mqim.cli", "broker",
+        "--node-id", node_id,
+        "--redis", cluster.redis.url,
+        "--mongo", cluster.mongo.url,
+        "--database", cluster.database,
+        "--port", str(port),
+        "--data-dir", str(tmp_path / node_id),
+        "--heartbeat", str(HEARTBEAT_S),
+        "--node-ttl", str(NODE_TTL_S),
+    ]  # fmt: skip
+    log_path = tmp_path / f"{node_id}.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            argv, cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log_path.read_text()[-3000:]
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"node {node_id} did not start:\n{log_path.read_text()[-3000:]}")
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=15)
+
+
+async def test_kill_9_of_a_node_loses_no_acknowledged_message(cluster: Cluster, tmp_path: Path) -> None:
+    await cluster.start("n1")
+    await cluster.start("n3")
+    alice, bob = await cluster.add_user("alice"), await cluster.add_user("bob")
+    with node_process(cluster, "n2", tmp_path) as (proc, port):
+        alice_c = await cluster.connected("n1", alice)
+        bob_on_n2 = Paho(
+            port=port, user=bob, password=PASSWORD, client_id=f"{bob}-phone", clean_session=False
+        )
+        await bob_on_n2.connect()
+        try:
+            await _wait_routes(cluster, f"im/v1/u/{bob}/#", ["n2"], on="n1")
+            total, kill_at = 40, 12
+            for n in range(total):
+                if n == kill_at:
+                    proc.kill()  # SIGKILL: nothing flushed, nothing acknowledged after this
+                    proc.wait(timeout=15)
+                # `publish` asserts the PUBACK: every message here was acknowledged to alice.
+                await alice_c.publish(
+                    f"im/v1/up/{alice}/msg", {"v": 1, "id": f"k-{n}", "to": bob, "text": f"k{n}"}
+                )
+        finally:
+            bob_on_n2.drop()
+    seen = set()
+    while not bob_on_n2.messages.empty():
+        msg = bob_on_n2.messages.get_nowait()
+        if msg.topic.endswith("/msg"):
+            seen.add(msg.json()["text"])
+    # Its client reconnects to another node and resumes its persistent session there.
+    bob_back = cluster.client("n1", bob, client_id=f"{bob}-phone", clean_session=False)
+    present, rc = await bob_back.connect()
+    assert (present, rc) == (True, 0)
+    expected = {f"k{n}" for n in range(total)}
+    for _ in range(total * 2):
+        if expected <= seen:
+            break
+        seen.add((await bob_back.receive_on("/msg", timeout=15)).json()["text"])
+    assert expected <= seen, sorted(expected - seen)
+    # The dead node was adopted and left the registry.
+    for _ in range(100):
+        if "n2" not in cluster.nodes["n1"].link.routes.nodes:
+            break
+        await asyncio.sleep(0.05)
+    assert "n2" not in cluster.nodes["n1"].link.routes.nodes
+
+
+async def test_redis_restart_is_survived(cluster: Cluster) -> None:
+    await cluster.start("n1")
+    await cluster.start("n2")
+    alice, bob, carol = [await cluster.add_user(n) for n in ("alice", "bob", "carol")]
+    alice_c = await cluster.connected("n1", alice)
+    bob_c = await cluster.connected("n2", bob, client_id=f"{bob}-phone", clean_session=False)
+    await _wait_routes(cluster, f"im/v1/u/{bob}/#", ["n2"], on="n1")
+    await alice_c.publish(f"im/v1/up/{alice}/msg", {"v": 1, "id": "r-0", "to": bob, "text": "before"})
+    assert (await bob_c.receive_on("/msg")).json()["text"] == "before"
+
+    await asyncio.to_thread(cluster.redis.stop)
+    # Meanwhile: a new client is refused clearly (CONNACK 3, server unavailable), not half-served.
+    carol_c = cluster.client("n1", carol)
+    await carol_c.connect(expect_rc=3)
+    carol_c.close()
+    # A message sent during the outage waits in the node's outbox and arrives afterwards.
+    await alice_c.publish(f"im/v1/up/{alice}/msg", {"v": 1, "id": "r-1", "to": bob, "text": "during"})
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(cluster.redis.start)
+
+    assert (await bob_c.receive_on("/msg", timeout=20)).json()["text"] == "during"
+    await alice_c.publish(f"im/v1/up/{alice}/msg", {"v": 1, "id": "r-2", "to": bob, "text": "after"})
+    assert (await bob_c.receive_on("/msg")).json()["text"] == "after"
+    carol_again = await cluster.connected("n1", carol)
+    carol_again.close()
+    for node in ("n1", "n2"):
+        link = cluster.nodes[node].link
+        assert link.counters.get("redis_errors", 0) >= 1  # the outage was seen and reported
+        for _ in range(100):
+            if link.healthy:
+                break
+            await asyncio.sleep(0.05)
+        assert link.healthy  # and the error state cleared
+    # Both nodes are still registered and alive, and not adopted by each other.
+    assert cluster.nodes["n1"].link.routes.filters_of("n2")
+    assert cluster.nodes["n2"].broker is not None
+    assert f"{bob}-phone" in cluster.nodes["n2"].broker.hub.sessions

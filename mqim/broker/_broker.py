@@ -217,6 +217,12 @@ class MqimBroker(Broker):  # type: ignore[misc]
         await self.plugins_manager.close()
         log.info("broker stopped")
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the broker runs on (amqtt's `Broker` captures it at construction)."""
+        loop: asyncio.AbstractEventLoop = self._loop
+        return loop
+
     def spawn(self, coro: Coroutine[Any, Any, None], *, name: str) -> None:
         """Run a task owned by the broker (closed with it)."""
         if self._tasks is None:

@@ -221,9 +221,16 @@ class Hub:
     def _overflowed(self, session: Session, evicted: int) -> None:
         self.counters.evicted += evicted
         user = session.user
-        log.warning("session %r queue full: %d oldest entries left the queue", session.client_id, evicted)
-        if not user or session.overflow_qid:
-            # Anonymous sessions have no inbox; one pending notice is enough until it is read.
+        if session.overflow_qid:
+            return  # one pending notice (and one log line) per overflow episode, until it is read
+        if user or session.evicted & (session.evicted - 1) == 0 or session.evicted == evicted:
+            # Users: once per episode. Anonymous sessions (no inbox, no notice): at 1, 2, 4, 8...
+            log.warning(
+                "session %r queue full: %d oldest entries left the queue so far",
+                session.client_id,
+                session.evicted,
+            )
+        if not user:
             return
         topic = inbox_topic(user, InboxKind.EVENT)
         body = json.dumps(

@@ -416,14 +416,15 @@ class MqttConnection(asyncio.Protocol):
         settings = self.broker.settings
         codes: list[int] = []
         granted: list[tuple[str, int]] = []
+        # The limit is on the client's own filters: the server-managed inbox and group
+        # subscriptions (a user may be in up to max_groups_per_user groups) do not count.
+        managed = hub.managed_filters(identity)
+        own = sum(1 for f in session.subscriptions if f not in managed)
         for topic_filter, qos in topics:
             if not is_valid_filter(topic_filter):
                 codes.append(c.SUBACK_FAILURE)
                 continue
-            if (
-                topic_filter not in session.subscriptions
-                and len(session.subscriptions) >= settings.max_subscriptions_per_session
-            ):
+            if topic_filter not in session.subscriptions and own >= settings.max_subscriptions_per_session:
                 log.info(
                     "%s: subscription limit %d reached",
                     session.client_id,
@@ -437,6 +438,8 @@ class MqttConnection(asyncio.Protocol):
                 codes.append(c.SUBACK_FAILURE)
                 continue
             qos = min(qos, settings.max_qos)
+            if topic_filter not in session.subscriptions and topic_filter not in managed:
+                own += 1
             hub.subscribe(session, topic_filter, qos)
             codes.append(qos)
             granted.append((topic_filter, qos))

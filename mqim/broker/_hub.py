@@ -329,6 +329,10 @@ class Hub:
         self._manage(session, self._managed_filters(session.identity))
 
     # -- server-managed subscriptions ----------------------------------------------------------
+    def managed_filters(self, identity: Identity) -> dict[str, int]:
+        """The server-managed subscriptions of `identity`: its inbox and its groups."""
+        return self._managed_filters(identity)
+
     def _managed_filters(self, identity: Identity) -> dict[str, int]:
         wanted: dict[str, int] = {}
         if self.auto_subscriptions is not None:

@@ -19,8 +19,9 @@ import secrets
 import shutil
 import socket
 import sys
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import IO, Literal
 from urllib.parse import unquote, urlsplit
@@ -132,7 +133,13 @@ class Target(ABC):
 
     def unsupported(self, scenario: str) -> str | None:
         """Why this target cannot run `scenario` (yet), or None if it can."""
+        if scenario == "standalone":
+            return "no separate logic service: its p2p figure is already a bare relay"
         return None
+
+    def standalone_logic(self, workdir: Path) -> contextlib.AbstractAsyncContextManager[None]:
+        """Run the IM logic as a separate process for the duration of the block (mqim only)."""
+        raise TargetUnsupported(self.unsupported("standalone") or "not supported")
 
     def rss_bytes(self) -> int | None:
         """The broker's resident memory (its whole process tree), if the harness started it."""
@@ -259,6 +266,23 @@ class AmqttTarget(ProcessTarget):
         return [sys.executable, "-m", "mqim.bench._amqtt_target", "--host", LOOPBACK, "--port", str(port)]
 
 
+LOGIC_USER = "bench-logic"
+"""The service account of the separate `mqim logic` process in the `standalone` scenario."""
+LOGIC_READY_TIMEOUT_S = 30.0
+
+
+async def _wait_for_line(proc: asyncio.subprocess.Process, log_path: Path, needle: str, *, what: str) -> None:
+    """Wait until `needle` appears in the process's log (bounded); fail if it exits first."""
+    deadline = time.monotonic() + LOGIC_READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if needle in await asyncio.to_thread(log_path.read_text, errors="replace"):
+            return
+        if proc.returncode is not None:
+            raise TargetError(f"{what} exited with code {proc.returncode}: {tail(log_path)}")
+        await asyncio.sleep(0.1)
+    raise TargetError(f"{what} not ready within {LOGIC_READY_TIMEOUT_S:.0f} s: {tail(log_path)}")
+
+
 MEMBERSHIP_FOLLOW_S = 2.0
 """Time a running mqim server takes to notice a group change made by `mqim group`, with margin."""
 
@@ -308,6 +332,7 @@ class MqimTarget(ProcessTarget):
     def __init__(self) -> None:
         super().__init__()
         self.password = secrets.token_urlsafe(12)
+        self.embedded_logic = True
         self.data_dir: Path | None = None
         self._users: set[str] = set()
         self._groups: set[str] = set()
@@ -327,7 +352,8 @@ max_violations = 1000000
     def command(self, workdir: Path, port: int) -> list[str]:
         data_dir = self._data_dir(workdir)
         config = data_dir / "bench.toml"
-        config.write_text(self.BENCH_CONFIG)
+        logic = "" if self.embedded_logic else "\n[logic]\nembedded = false\n"
+        config.write_text(self.BENCH_CONFIG + logic)
         return [
             sys.executable, "-m", "mqim.cli", "serve",
             "--port", str(port), "--data-dir", str(data_dir), "--config", str(config),
@@ -412,6 +438,40 @@ max_violations = 1000000
             if first is None:
                 raise
             raise first from None
+
+    def unsupported(self, scenario: str) -> str | None:
+        return None
+
+    @contextlib.asynccontextmanager
+    async def standalone_logic(self, workdir: Path) -> AsyncIterator[None]:
+        """Restart `mqim serve` without its embedded logic and run one `mqim logic` process."""
+        assert self.data_dir is not None
+        self.embedded_logic = False
+        await self.restart(workdir)
+        if LOGIC_USER not in self._users:
+            await self._run_cli(
+                [*self.user_add_command(LOGIC_USER), "--kind", "service"], what=f"mqim user add {LOGIC_USER}"
+            )
+            self._users.add(LOGIC_USER)
+        url = f"mqtt://{LOGIC_USER}:{self.password}@{LOOPBACK}:{self.port}"
+        argv = [sys.executable, "-m", "mqim.cli", "logic", "--broker", url, "--data-dir", str(self.data_dir)]
+        log_path = workdir / "mqim-logic.log"
+        with log_path.open("ab") as log:
+            proc = await _spawn(argv, log, what="mqim logic")
+        try:
+            await _wait_for_line(proc, log_path, "logic service connected", what="mqim logic")
+            yield
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+            self.embedded_logic = True
+            await self.restart(workdir)
 
     async def ensure_group(self, group: str, *, owner: str, members: Sequence[str]) -> None:
         if group in self._groups:

@@ -10,7 +10,7 @@ import abc
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import ClassVar, Protocol, Self
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,10 @@ class BrokerPort(Protocol):
 
 class Bus(abc.ABC):
     """Subscribe/publish transport of the logic service. Use as an async context manager."""
+
+    pipelined: ClassVar[bool] = False
+    """True when concurrent `publish` calls keep their call order on the wire and overlap their
+    round trips (an MQTT client); the service then publishes a batch's replies concurrently."""
 
     async def __aenter__(self) -> Self:
         await self.start()

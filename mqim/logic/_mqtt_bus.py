@@ -60,6 +60,10 @@ class MqttBus(Bus):
         publish_timeout: How long a publish may wait for a connection and for its PUBACK.
     """
 
+    # paho queues each publish synchronously when its task starts, in task start order, so
+    # concurrent publishes keep their order on the wire while their PUBACK waits overlap.
+    pipelined = True
+
     def __init__(
         self,
         *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
@@ -224,6 +225,13 @@ class LogicService:
             await self._publish(self._rejections.popleft())
 
     async def _publish_all(self, replies: Sequence[Outbound]) -> None:
+        if self._bus.pipelined and len(replies) > 1:
+            # Ordered on the wire by task start order (see Bus.pipelined); one round trip per
+            # batch instead of one per reply. Failures are handled per reply by `_publish`.
+            async with asyncio.TaskGroup() as tasks:
+                for reply in replies:
+                    tasks.create_task(self._publish(reply), name="mqim-logic-publish")
+            return
         for reply in replies:
             await self._publish(reply)
 

@@ -77,6 +77,15 @@ async def run_p2p_crowd(ctx: ScenarioContext, target: Target) -> Outcome:
     return outcome
 
 
+async def run_standalone(ctx: ScenarioContext, target: Target) -> Outcome:
+    """`p2p` with the IM logic in a separate `mqim logic` process (the MQTT-client bus)."""
+    await target.ensure_users([IM_SENDER, IM_RECEIVER])
+    ctx.say("restarting without embedded logic; starting one `mqim logic` process")
+    async with target.standalone_logic(ctx.workdir):
+        closed, opened = await _measure(ctx, target)
+    return _outcome(closed, opened, ctx.params)
+
+
 def _crowd_accounts(params: BenchParams) -> list[str]:
     return [crowd_user(i) for i in range(params.crowd_size)]
 
@@ -105,4 +114,17 @@ P2P_CROWD = Scenario(
     # Connecting the crowd is budgeted at a pessimistic 250 connections/s.
     estimate_s=lambda p: _p2p_estimate(p) + p.crowd_size / 250 + 5.0,
     accounts=lambda p: [IM_SENDER, IM_RECEIVER, *_crowd_accounts(p)],
+)
+
+STANDALONE = Scenario(
+    name="standalone",
+    summary=lambda p: (
+        f"p2p with the logic as a separate `mqim logic` process: max msg/s with {p.window} in flight "
+        f"({p.duration_s:g} s); latency at {p.rate:,} msg/s ({p.duration_s:g} s)"
+    ),
+    columns=P2P_COLUMNS,
+    run=run_standalone,
+    # Two broker restarts and a logic process start around the p2p phases.
+    estimate_s=lambda p: _p2p_estimate(p) + 15.0,
+    accounts=lambda p: [IM_SENDER, IM_RECEIVER],
 )

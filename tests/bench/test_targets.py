@@ -37,10 +37,11 @@ def test_unknown_targets_are_refused(spec: str) -> None:
 
 
 def test_scenario_names() -> None:
-    assert scenario_names("all") == ["p2p", "group", "p2p-crowd", "idle"]
+    assert scenario_names("all") == ["p2p", "standalone", "group", "p2p-crowd", "idle"]
     assert scenario_names("idle") == ["idle"]
+    assert scenario_names("standalone") == ["standalone"]
     with pytest.raises(UnknownScenario):
-        scenario_names("standalone")
+        scenario_names("cluster")
 
 
 @pytest.mark.parametrize(

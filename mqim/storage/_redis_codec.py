@@ -21,7 +21,7 @@ from typing import Final
 
 from mqim.storage._exceptions import StorageError
 from mqim.storage._records import QueuedMessage, RetainedRecord
-from mqim.storage._sqlite_sessions import DeleteOp, DequeueOp, EnqueueOp, RetainOp, SaveOp, WriteOp
+from mqim.storage._session_writes import DeleteOp, DequeueOp, EnqueueOp, RetainOp, SaveOp, WriteOp
 
 # Format byte first, so the encoding can change without ambiguity.
 _QUEUED_V1: Final = 1

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
@@ -40,7 +39,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mqim.storage._base import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
-from mqim.storage._records import QueuedMessage, RetainedRecord, StoredSession
+from mqim.storage._records import RetainedRecord, StoredSession
 from mqim.storage._redis_codec import (
     Keys,
     decode_queued,
@@ -48,10 +47,11 @@ from mqim.storage._redis_codec import (
     decode_session,
     encode_batch,
 )
-from mqim.storage._sqlite_sessions import (
+from mqim.storage._session_writes import (
     DeleteOp,
     DequeueOp,
     EnqueueOp,
+    QueuedWrites,
     RetainOp,
     SaveOp,
     WriteOp,
@@ -108,7 +108,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class RedisSessionStore(SessionStore):
+class RedisSessionStore(QueuedWrites, SessionStore):
     """`SessionStore` in Redis (for cluster mode: a persistent client may return to any node).
 
     Use as an async context manager, or call `open()` and `close()`. The sync write methods
@@ -258,31 +258,6 @@ class RedisSessionStore(SessionStore):
             reason = f"; Redis unreachable: {_describe(self._down)}" if self._down is not None else ""
             raise Unavailable(f"session store backlog full ({self._max_pending} operations){reason}")
         self._push(op)
-
-    def save_session(
-        self, client_id: str, *, user: str | None, subscriptions: dict[str, int], disconnected_ts: int | None
-    ) -> None:
-        """Create or replace a session's metadata (queued write)."""
-        self._push_write(SaveOp(client_id, user, dict(subscriptions), disconnected_ts))
-
-    def delete_session(self, client_id: str) -> None:
-        """Forget a session and its queue (queued write)."""
-        self._push_write(DeleteOp(client_id))
-
-    def enqueue(self, client_id: str, message: QueuedMessage) -> None:
-        """Append to a session's queue (queued write)."""
-        payload = message.payload if type(message.payload) is bytes else bytes(message.payload)
-        self._push_write(EnqueueOp(client_id, message.qid, message.topic, payload, message.qos))
-
-    def dequeue(self, client_id: str, qids: Sequence[int]) -> None:
-        """Remove acknowledged or dropped entries (queued write)."""
-        if qids:
-            self._push_write(DequeueOp(client_id, tuple(qids)))
-
-    def set_retained(self, record: RetainedRecord) -> None:
-        """Store a retained message; an empty payload clears the topic (queued write)."""
-        payload = record.payload if type(record.payload) is bytes else bytes(record.payload)
-        self._push_write(RetainOp(record.topic, payload, record.qos))
 
     # -- ordered reads and barriers --------------------------------------------------------------
     def _new_future(self) -> asyncio.Future[Any]:

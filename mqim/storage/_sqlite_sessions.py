@@ -34,60 +34,22 @@ from typing import Any, Final, Self
 from mqim.storage._base import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._records import QueuedMessage, RetainedRecord, StoredSession
+from mqim.storage._session_writes import (
+    DeleteOp,
+    DequeueOp,
+    EnqueueOp,
+    QueuedWrites,
+    RetainOp,
+    SaveOp,
+    WriteOp,
+    coalesce,
+)
 from mqim.storage._sqlite_schema import SESSIONS_SCHEMA, connect, migrate, translate
 
 _log = logging.getLogger(__name__)
 
 # How long close() waits for the writer thread to commit what is queued.
 CLOSE_TIMEOUT_S: Final = 30.0
-
-
-@dataclass(slots=True)
-class SaveOp:
-    """`save_session`."""
-
-    client_id: str
-    user: str | None
-    subscriptions: dict[str, int]
-    disconnected_ts: int | None
-
-
-@dataclass(slots=True)
-class DeleteOp:
-    """`delete_session`."""
-
-    client_id: str
-
-
-@dataclass(slots=True)
-class EnqueueOp:
-    """`enqueue`."""
-
-    client_id: str
-    qid: int
-    topic: str
-    payload: bytes
-    qos: int
-
-
-@dataclass(slots=True)
-class DequeueOp:
-    """`dequeue`."""
-
-    client_id: str
-    qids: tuple[int, ...]
-
-
-@dataclass(slots=True)
-class RetainOp:
-    """`set_retained`; an empty payload clears the topic."""
-
-    topic: str
-    payload: bytes
-    qos: int
-
-
-WriteOp = SaveOp | DeleteOp | EnqueueOp | DequeueOp | RetainOp
 
 
 @dataclass(slots=True)
@@ -109,35 +71,6 @@ class _Stop:
 
 
 _Op = WriteOp | _Barrier | _Load | _Stop
-
-
-def coalesce(ops: Sequence[WriteOp]) -> list[WriteOp]:
-    """Drop writes that later writes of the same list make pointless.
-
-    An enqueue is dropped when a later enqueue of the same (client_id, qid) replaces it, or a
-    later dequeue or session delete removes it. The dequeue/delete itself is kept, since the entry
-    may also have been stored by an earlier batch. Order of the remaining writes is preserved.
-    """
-    out: list[WriteOp | None] = []
-    pending: dict[str, dict[int, int]] = {}  # client_id -> qid -> index in `out`
-    for op in ops:
-        if isinstance(op, EnqueueOp):
-            per_client = pending.setdefault(op.client_id, {})
-            previous = per_client.get(op.qid)
-            if previous is not None:
-                out[previous] = None
-            per_client[op.qid] = len(out)
-        elif isinstance(op, DequeueOp):
-            per_client = pending.get(op.client_id, {})
-            for qid in op.qids:
-                index = per_client.pop(qid, None)
-                if index is not None:
-                    out[index] = None
-        elif isinstance(op, DeleteOp):
-            for index in pending.pop(op.client_id, {}).values():
-                out[index] = None
-        out.append(op)
-    return [op for op in out if op is not None]
 
 
 def _write_group(conn: sqlite3.Connection, kind: type, ops: list[WriteOp]) -> None:
@@ -217,7 +150,7 @@ def read_all(conn: sqlite3.Connection) -> tuple[list[StoredSession], list[Retain
     return sessions, retained
 
 
-class SqliteSessionStore(SessionStore):
+class SqliteSessionStore(QueuedWrites, SessionStore):
     """`SessionStore` in one SQLite file (the broker passes ``<data-dir>/sessions.db``).
 
     Use as an async context manager, or call `open()` and `close()`. The sync write methods
@@ -326,31 +259,6 @@ class SqliteSessionStore(SessionStore):
         if not self._accepting:
             raise Unavailable("session store is closed" if self._closed else "session store is not open")
         self._push(op)
-
-    def save_session(
-        self, client_id: str, *, user: str | None, subscriptions: dict[str, int], disconnected_ts: int | None
-    ) -> None:
-        """Create or replace a session's metadata (queued write)."""
-        self._push_write(SaveOp(client_id, user, dict(subscriptions), disconnected_ts))
-
-    def delete_session(self, client_id: str) -> None:
-        """Forget a session and its queue (queued write)."""
-        self._push_write(DeleteOp(client_id))
-
-    def enqueue(self, client_id: str, message: QueuedMessage) -> None:
-        """Append to a session's queue (queued write)."""
-        payload = message.payload if type(message.payload) is bytes else bytes(message.payload)
-        self._push_write(EnqueueOp(client_id, message.qid, message.topic, payload, message.qos))
-
-    def dequeue(self, client_id: str, qids: Sequence[int]) -> None:
-        """Remove acknowledged or dropped entries (queued write)."""
-        if qids:
-            self._push_write(DequeueOp(client_id, tuple(qids)))
-
-    def set_retained(self, record: RetainedRecord) -> None:
-        """Store a retained message; an empty payload clears the topic (queued write)."""
-        payload = record.payload if type(record.payload) is bytes else bytes(record.payload)
-        self._push_write(RetainOp(record.topic, payload, record.qos))
 
     # -- ordered reads and barriers --------------------------------------------------------------
     def _new_future(self) -> asyncio.Future[Any]:

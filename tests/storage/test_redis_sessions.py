@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from mqim.storage import QueuedMessage, RedisSessionStore, RetainedRecord, StorageError, Unavailable
 from mqim.storage._redis_codec import Keys, decode_queued, encode_batch, encode_queued
-from mqim.storage._sqlite_sessions import DequeueOp, EnqueueOp, RetainOp, SaveOp
+from mqim.storage._session_writes import DequeueOp, EnqueueOp, RetainOp, SaveOp
 from tests.support.servers import RedisServer, redis_server
 
 ALL_BYTES = bytes(range(256)) + b"\x00\x00\xff"

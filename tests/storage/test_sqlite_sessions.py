@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from mqim.storage import QueuedMessage, RetainedRecord, SqliteSessionStore, StorageError, Unavailable
-from mqim.storage._sqlite_sessions import DeleteOp, DequeueOp, EnqueueOp, SaveOp, WriteOp, coalesce
+from mqim.storage._session_writes import DeleteOp, DequeueOp, EnqueueOp, SaveOp, WriteOp, coalesce
 
 REPO_ROOT = str(Path(__file__).resolve().parents[2])
 ALL_BYTES = bytes(range(256)) + b"\x00\x00\xff"

@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mqim.acl import AclEngine, IdentityKind, MembershipIndex, Rule
+from mqim.acl import AclEngine, MembershipIndex, Rule
 from mqim.broker import (
     AuthOptions,
     BrokerSettings,
@@ -26,18 +26,16 @@ from mqim.broker import (
     Listener,
     MqimBroker,
     PresenceTracker,
-    build_authenticator,
 )
-from mqim.cli._embedded import default_auto_subscriptions
+from mqim.cli._compose import make_broker, start_embedded_logic
 from mqim.logic import (
-    InProcessBus,
     LogicLimits,
     LogicService,
     MembershipFollower,
     load_membership,
 )
 from mqim.logic._follower import GROUP_EVENTS
-from mqim.storage import AccountKind, MongoStorage, RedisSessionStore, Storage
+from mqim.storage import MongoStorage, RedisSessionStore
 
 log = logging.getLogger("mqim.cluster")
 
@@ -117,22 +115,17 @@ class ClusterServer:
         try:
             await stack.enter_async_context(self.storage)
             await load_membership(self.storage, self.membership)
-            broker = self.broker = MqimBroker(
+            broker = self.broker = await make_broker(
                 listeners=self.listeners,
                 settings=self.settings,
-                authenticator=build_authenticator(
-                    storage=self.storage,
-                    options=self.auth,
-                    data_dir=self.data_dir,
-                    allow_anonymous=self.allow_anonymous,
-                ),
-                acl=self.acl,
-                session_store=self.link.session_store,
-                auto_subscriptions=default_auto_subscriptions,
                 storage=self.storage,
+                session_store=self.link.session_store,
+                acl=self.acl,
+                auth=self.auth,
+                data_dir=self.data_dir,
+                allow_anonymous=self.allow_anonymous,
             )
             hub = broker.hub
-            hub.restored_kinds = await _account_kinds(self.storage)
             hub.member_groups = self.membership.groups_of
             self.membership.add_listener(hub.refresh_managed)
             stack.callback(self.membership.remove_listener, hub.refresh_managed)
@@ -167,15 +160,15 @@ class ClusterServer:
     async def _start_logic(
         self, stack: contextlib.AsyncExitStack, broker: MqimBroker, tasks: asyncio.TaskGroup
     ) -> None:
-        bus = InProcessBus(port=broker)
-        logic = self.logic = LogicService(
-            storage=self.storage, bus=bus, limits=self.logic_limits, membership=self.membership
+        self.logic = await start_embedded_logic(
+            stack,
+            tasks,
+            broker=broker,
+            storage=self.storage,
+            limits=self.logic_limits,
+            membership=self.membership,
+            name=f"mqim-logic:{self.node_id}",
         )
-        bus.on_overflow = logic.reject_overflow
-        await stack.enter_async_context(bus)
-        service = tasks.create_task(logic.run(), name=f"mqim-logic:{self.node_id}")
-        stack.callback(service.cancel)
-        stack.push_async_callback(_drain, bus)
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -186,21 +179,3 @@ class ClusterServer:
         """The bound port of a listener."""
         assert self.broker is not None, "server not started"
         return self.broker.port(listener)
-
-
-async def _drain(bus: InProcessBus) -> None:
-    for _ in range(int(_DRAIN_S / 0.01)):
-        if bus.pending == 0:
-            return
-        await asyncio.sleep(0.01)
-    log.warning("stopping with %d unprocessed requests", bus.pending)
-
-
-async def _account_kinds(storage: Storage) -> dict[str, IdentityKind]:
-    kinds: dict[str, IdentityKind] = {}
-    for record in await storage.list_users():
-        if record.kind == AccountKind.BRIDGE:
-            kinds[record.user_id] = "bridge"
-        elif record.kind == AccountKind.SERVICE:
-            kinds[record.user_id] = "service"
-    return kinds

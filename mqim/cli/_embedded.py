@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from mqim.acl import AclEngine, Identity, IdentityKind, MembershipIndex, Rule
+from mqim.acl import AclEngine, MembershipIndex, Rule
 from mqim.bridge import BridgeService, committer_barrier
 from mqim.broker import (
     AuthOptions,
@@ -22,35 +22,18 @@ from mqim.broker import (
     Listener,
     MqimBroker,
     PresenceTracker,
-    build_authenticator,
 )
+from mqim.cli._compose import make_broker, start_embedded_logic
 from mqim.logic import (
     STAMP_NAME,
-    InProcessBus,
     LogicLimits,
     LogicService,
     MembershipFollower,
     load_membership,
 )
-from mqim.protocol import inbox_filter
-from mqim.storage import AccountKind, SqliteSessionStore, SqliteStorage
+from mqim.storage import SqliteSessionStore, SqliteStorage
 
 log = logging.getLogger("mqim.server")
-
-
-def default_auto_subscriptions(identity: Identity) -> Iterable[tuple[str, int]]:
-    """A user's session is subscribed to its own inbox (DESIGN.md section 4)."""
-    if identity.kind == "user" and identity.user:
-        return [(inbox_filter(identity.user), 1)]
-    return []
-
-
-async def _drain(bus: InProcessBus, timeout_s: float = 5.0) -> None:
-    for _ in range(int(timeout_s / 0.01)):
-        if bus.pending == 0:
-            return
-        await asyncio.sleep(0.01)
-    log.warning("stopping with %d unprocessed requests", bus.pending)
 
 
 class EmbeddedServer:
@@ -106,36 +89,28 @@ class EmbeddedServer:
             await stack.enter_async_context(self.storage)
             # Memberships before the listeners open: a connecting user is subscribed to its groups.
             await load_membership(self.storage, self.membership)
-            self.broker = MqimBroker(
+            self.broker = await make_broker(
                 listeners=self.listeners,
                 settings=self.settings,
-                authenticator=build_authenticator(
-                    storage=self.storage,
-                    options=self.auth,
-                    data_dir=self.data_dir,
-                    allow_anonymous=self.allow_anonymous,
-                ),
-                acl=self.acl,
+                storage=self.storage,
                 session_store=self.session_store,
-                auto_subscriptions=default_auto_subscriptions,
-                storage=self.storage,  # stored ACL rules, roles, disabled accounts (polled)
+                acl=self.acl,
+                auth=self.auth,
+                data_dir=self.data_dir,
+                allow_anonymous=self.allow_anonymous,
             )
-            # Restored persistent sessions of bridge/service accounts keep their kind (and ACL).
-            self.broker.hub.restored_kinds = await _account_kinds(self.storage)
             await self._start_features(stack, self.broker)
             if self.embedded_logic:
-                bus = InProcessBus(port=self.broker)
-                self.logic = LogicService(
-                    storage=self.storage, bus=bus, limits=self.logic_limits, membership=self.membership
-                )
-                bus.on_overflow = self.logic.reject_overflow
-                await stack.enter_async_context(bus)
                 tasks = await stack.enter_async_context(asyncio.TaskGroup())
-                service_task = tasks.create_task(self.logic.run(), name="mqim-logic")
-                stack.callback(service_task.cancel)
-                # Runs before the cancel above: requests already acknowledged at the MQTT level
-                # are processed before the service stops (bounded wait).
-                stack.push_async_callback(_drain, bus)
+                self.logic = await start_embedded_logic(
+                    stack,
+                    tasks,
+                    broker=self.broker,
+                    storage=self.storage,
+                    limits=self.logic_limits,
+                    membership=self.membership,
+                    name="mqim-logic",
+                )
             broker = self.broker
             # Outbound bridges, IM mappings and command routes of <data_dir>/bridges.json; closed
             # first, so they stop before the logic service drains.
@@ -216,14 +191,3 @@ class EmbeddedServer:
         """Apply rule, role and account changes made in storage now, without waiting for the poll."""
         assert self.broker is not None, "server not started"
         await self.broker.reload_policy()
-
-
-async def _account_kinds(storage: SqliteStorage) -> dict[str, IdentityKind]:
-    """The kinds of the accounts that are not plain users (bridge, service), by id."""
-    kinds: dict[str, IdentityKind] = {}
-    for record in await storage.list_users():
-        if record.kind == AccountKind.BRIDGE:
-            kinds[record.user_id] = "bridge"
-        elif record.kind == AccountKind.SERVICE:
-            kinds[record.user_id] = "service"
-    return kinds

@@ -1,0 +1,101 @@
+"""Pieces shared by the server compositions (`EmbeddedServer`, `ClusterServer`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from mqim.acl import AclEngine, Identity, IdentityKind, MembershipIndex
+from mqim.broker import AuthOptions, BrokerSettings, Listener, MqimBroker, build_authenticator
+from mqim.logic import InProcessBus, LogicLimits, LogicService
+from mqim.protocol import inbox_filter
+from mqim.storage import AccountKind, SessionStore, Storage
+
+log = logging.getLogger("mqim.server")
+
+DRAIN_TIMEOUT_S = 5.0
+"""How long a stopping server waits for the logic service to process acknowledged uplinks."""
+
+
+def default_auto_subscriptions(identity: Identity) -> Iterable[tuple[str, int]]:
+    """A user's session is subscribed to its own inbox (DESIGN.md section 4)."""
+    if identity.kind == "user" and identity.user:
+        return [(inbox_filter(identity.user), 1)]
+    return []
+
+
+async def account_kinds(storage: Storage) -> dict[str, IdentityKind]:
+    """The kinds of the accounts that are not plain users (bridge, service), by id.
+
+    Restored persistent sessions of such accounts keep their kind, and so their ACL.
+    """
+    kinds: dict[str, IdentityKind] = {}
+    for record in await storage.list_users():
+        if record.kind == AccountKind.BRIDGE:
+            kinds[record.user_id] = "bridge"
+        elif record.kind == AccountKind.SERVICE:
+            kinds[record.user_id] = "service"
+    return kinds
+
+
+async def make_broker(
+    *,
+    listeners: Sequence[Listener],
+    settings: BrokerSettings,
+    storage: Storage,
+    session_store: SessionStore,
+    acl: AclEngine,
+    auth: AuthOptions,
+    data_dir: Path,
+    allow_anonymous: bool,
+) -> MqimBroker:
+    """The broker of a server composition (not started)."""
+    broker = MqimBroker(
+        listeners=listeners,
+        settings=settings,
+        authenticator=build_authenticator(
+            storage=storage, options=auth, data_dir=data_dir, allow_anonymous=allow_anonymous
+        ),
+        acl=acl,
+        session_store=session_store,
+        auto_subscriptions=default_auto_subscriptions,
+        storage=storage,  # stored ACL rules, roles, disabled accounts (polled)
+    )
+    broker.hub.restored_kinds = await account_kinds(storage)
+    return broker
+
+
+async def start_embedded_logic(
+    stack: contextlib.AsyncExitStack,
+    tasks: asyncio.TaskGroup,
+    *,
+    broker: MqimBroker,
+    storage: Storage,
+    limits: LogicLimits,
+    membership: MembershipIndex,
+    name: str,
+) -> LogicService:
+    """Run the logic service on an in-process bus, owned by `tasks`, stopped with `stack`.
+
+    On the way out the service first drains what the bus holds (requests already acknowledged
+    at the MQTT level), bounded by `DRAIN_TIMEOUT_S`, then is cancelled.
+    """
+    bus = InProcessBus(port=broker)
+    logic = LogicService(storage=storage, bus=bus, limits=limits, membership=membership)
+    bus.on_overflow = logic.reject_overflow
+    await stack.enter_async_context(bus)
+    service = tasks.create_task(logic.run(), name=name)
+    stack.callback(service.cancel)
+    stack.push_async_callback(_drain, bus)  # runs before the cancel above
+    return logic
+
+
+async def _drain(bus: InProcessBus) -> None:
+    for _ in range(int(DRAIN_TIMEOUT_S / 0.01)):
+        if bus.pending == 0:
+            return
+        await asyncio.sleep(0.01)
+    log.warning("stopping with %d unprocessed requests", bus.pending)

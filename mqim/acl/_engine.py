@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mqim.acl._builtin import BUILTIN_CHECKS
 from mqim.acl._checks import Check, Request, StaticCheck
@@ -53,16 +53,34 @@ _CacheKey = tuple[Identity, Action, str]
 class Decision:
     """The answer to one request.
 
+    The explanation is built when asked for (`reason`), not stored: every cached decision
+    would otherwise carry its own formatted sentence, and the cache holds thousands.
+
     Attributes:
         allowed: Whether the request is allowed.
         rule: The deciding rule's name, `DEFAULT_DENY` ("default-deny") or `INVALID_REQUEST`
             ("invalid").
-        reason: A human-readable explanation.
+        action: The action asked about.
+        text: The topic name or filter asked about.
     """
 
     allowed: bool
     rule: str
-    reason: str
+    action: Action
+    text: str
+    check: Check | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def reason(self) -> str:
+        """A human-readable explanation."""
+        if self.check is not None:
+            request = Request.parse(self.action, self.text)
+            assert request is not None  # a check only hits a valid request
+            return self.check.reason(request)
+        if self.rule == INVALID_REQUEST:
+            what = "topic filter" if self.action is Action.SUBSCRIBE else "topic name"
+            return f"invalid {what} {self.text!r}"
+        return f"no rule grants {self.action.value} on {self.text!r}"
 
 
 class _Probe:
@@ -228,18 +246,16 @@ class AclEngine:
     def _evaluate(self, identity: Identity, action: Action, text: str) -> tuple[Decision, bool]:
         request = Request.parse(action, text)
         if request is None:
-            what = "topic filter" if action is Action.SUBSCRIBE else "topic name"
-            return Decision(allowed=False, rule=INVALID_REQUEST, reason=f"invalid {what} {text!r}"), False
+            return Decision(allowed=False, rule=INVALID_REQUEST, action=action, text=text), False
         probe = _Probe(self._membership)
         builtin_denies, builtin_allows = self._builtin_split[identity.kind]
         for checks in (self._denies, builtin_denies, self._allows, builtin_allows):
             hit = _first_hit(checks, identity, request, probe)
             if hit is not None:
                 allowed = hit.effect is Effect.ALLOW
-                decision = Decision(allowed=allowed, rule=hit.label, reason=hit.reason(request))
+                decision = Decision(allowed=allowed, rule=hit.label, action=action, text=text, check=hit)
                 return decision, probe.used
-        reason = f"no rule grants {action.value} on {text!r}"
-        return Decision(allowed=False, rule=DEFAULT_DENY, reason=reason), probe.used
+        return Decision(allowed=False, rule=DEFAULT_DENY, action=action, text=text), probe.used
 
 
 def _first_hit(

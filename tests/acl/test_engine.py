@@ -63,8 +63,10 @@ def test_invalid_requests_are_denied() -> None:
 
 def test_default_deny() -> None:
     decision = engine_with("allow user:bob publish a").decide(ALICE, PUB, "a")
-    assert decision == decision.__class__(
-        allowed=False, rule=DEFAULT_DENY, reason="no rule grants publish on 'a'"
+    assert (decision.allowed, decision.rule, decision.reason) == (
+        False,
+        DEFAULT_DENY,
+        "no rule grants publish on 'a'",
     )
 
 

@@ -17,7 +17,10 @@ from mqim.bench._targets import Target, make_target
 from mqim.bench.scenarios import SCENARIOS, BenchParams, Scenario, ScenarioContext
 
 ALL = "all"
-"""The pseudo-scenario that runs every scenario."""
+"""The pseudo-scenario that runs every scenario (but those in `NOT_IN_ALL`)."""
+
+NOT_IN_ALL = ("cluster",)
+"""Scenarios `all` leaves out: they need more than the brokers (Redis, SecantusDB)."""
 
 DEFAULT_BUDGET_S = 570.0
 """Time budget of `all` when none is given: the whole run ends within 10 minutes."""
@@ -39,16 +42,18 @@ def _ignore(line: str) -> None:
 
 
 def scenario_names(scenario: str) -> list[str]:
-    """The scenarios `scenario` stands for (`all`: every one).
+    """The scenarios `scenario` stands for (`all`: every one but `NOT_IN_ALL`; `a,b`: both).
 
     Raises:
         UnknownScenario: `scenario` is not registered.
     """
     if scenario == ALL:
-        return list(SCENARIOS)
-    if scenario not in SCENARIOS:
-        raise UnknownScenario(f"unknown scenario {scenario!r}: use one of {', '.join([*SCENARIOS, ALL])}")
-    return [scenario]
+        return [name for name in SCENARIOS if name not in NOT_IN_ALL]
+    names = list(dict.fromkeys(part.strip() for part in scenario.split(",")))
+    for name in names:
+        if name not in SCENARIOS:
+            raise UnknownScenario(f"unknown scenario {name!r}: use one of {', '.join([*SCENARIOS, ALL])}")
+    return names
 
 
 def run(
@@ -136,6 +141,7 @@ async def _run(
             by_target[id(target)] = await _run_target(target, names, params, workdir, progress, deadline)
     # Reported in the order asked for.
     results = [r for target in targets for r in by_target[id(target)]]
+    _compare_cluster(results)
     return BenchReport(
         scenario=scenario,
         targets=[t.name for t in targets],
@@ -230,3 +236,26 @@ async def _run_scenario(
         notes=outcome.notes,
         elapsed_s=time.monotonic() - started,
     )
+
+
+def _compare_cluster(results: list[ScenarioResult]) -> None:
+    """Note the cross-node figures beside the single-node `p2p` ones where both ran."""
+    ok = {(r.scenario, r.target): r for r in results if r.status == "ok"}
+    for (name, target), cluster in ok.items():
+        single = ok.get(("p2p", target))
+        if name != "cluster" or single is None:
+            continue
+        across, alone = cluster.figures.get("throughput_msg_s"), single.figures.get("throughput_msg_s")
+        if not isinstance(across, int | float) or not isinstance(alone, int | float) or alone <= 0:
+            continue
+        p50_across, p50_alone = cluster.figures.get("p50_ms"), single.figures.get("p50_ms")
+        latency = ""
+        if isinstance(p50_across, int | float) and isinstance(p50_alone, int | float):
+            latency = (
+                f"; p50 {p50_across:.2f} ms at {cluster.figures.get('rate_msg_s')} msg/s vs "
+                f"{p50_alone:.2f} ms at {single.figures.get('rate_msg_s')} msg/s"
+            )
+        cluster.notes.append(
+            f"vs single-node p2p: {across:,.0f} msg/s across nodes vs {alone:,.0f} msg/s on one node "
+            f"(x{across / alone:.2f}){latency}"
+        )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import os
 import re
 import secrets
@@ -135,6 +136,8 @@ class Target(ABC):
         """Why this target cannot run `scenario` (yet), or None if it can."""
         if scenario == "standalone":
             return "no separate logic service: its p2p figure is already a bare relay"
+        if scenario == "cluster":
+            return "cluster mode (nodes sharing Redis and MongoDB) is mqim's own"
         return None
 
     def standalone_logic(self, workdir: Path) -> contextlib.AbstractAsyncContextManager[None]:
@@ -264,6 +267,24 @@ class AmqttTarget(ProcessTarget):
 
     def command(self, workdir: Path, port: int) -> list[str]:
         return [sys.executable, "-m", "mqim.bench._amqtt_target", "--host", LOOPBACK, "--port", str(port)]
+
+
+def redis_server_binary() -> str | None:
+    """Where redis-server is (PATH, else Debian's /usr/bin), or None if it is not installed."""
+    found = shutil.which("redis-server")
+    if found is None and os.path.exists("/usr/bin/redis-server"):
+        found = "/usr/bin/redis-server"
+    return found
+
+
+def cluster_unavailable() -> str | None:
+    """Why the `cluster` scenario cannot run here (no redis-server or SecantusDB), or None."""
+    if redis_server_binary() is None:
+        return "redis-server is not installed (scripts/install-services installs it)"
+    # Only located, never imported: SecantusDB runs as a separate `python -m secantus` process.
+    if importlib.util.find_spec("secantus") is None:
+        return f"`{sys.executable} -m secantus` is unavailable: SecantusDB is not installed in this venv"
+    return None
 
 
 LOGIC_USER = "bench-logic"
@@ -440,6 +461,8 @@ max_violations = 1000000
             raise first from None
 
     def unsupported(self, scenario: str) -> str | None:
+        if scenario == "cluster":
+            return cluster_unavailable()
         return None
 
     @contextlib.asynccontextmanager

@@ -1,7 +1,8 @@
 """`RedisSessionStore`: durable MQTT sessions, queues and retained messages in a real Redis.
 
-The behaviours of `test_sqlite_sessions.py`, plus what Redis adds: a restart of the server, an
-outage (clear errors, nothing queued is lost, automatic reconnect) and key prefixes.
+The `SessionStore` behaviours shared with SQLite are in `test_session_store_contract.py`; here is
+what Redis adds: a restart of the server, an outage (clear errors, nothing queued is lost,
+automatic reconnect), the bounded backlog, writes Redis refuses, key prefixes and value encoding.
 """
 
 from __future__ import annotations
@@ -42,167 +43,6 @@ async def raw(redis_proc: RedisServer) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def test_save_and_load_sessions_with_queues(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dev-b", user="bob", subscriptions={"im/v1/u/bob/#": 1}, disconnected_ts=None)
-        store.save_session(
-            "dev-a",
-            user="alice",
-            subscriptions={"im/v1/u/alice/#": 1, "im/v1/g/team/#": 0},
-            disconnected_ts=42,
-        )
-        for qid in (3, 1, 2, 10):
-            store.enqueue("dev-a", q(qid, payload=f"m{qid}".encode()))
-        store.enqueue("dev-b", q(7))
-        await store.flush()
-    async with store_for(redis_proc, prefix) as store:
-        sessions, retained = await store.load()
-    assert retained == []
-    assert [s.client_id for s in sessions] == ["dev-a", "dev-b"]
-    a, b = sessions
-    assert a.user == "alice"
-    assert a.subscriptions == {"im/v1/u/alice/#": 1, "im/v1/g/team/#": 0}
-    assert a.disconnected_ts == 42
-    # qid order, numerically (10 after 3).
-    assert [(m.qid, m.payload) for m in a.queue] == [(1, b"m1"), (2, b"m2"), (3, b"m3"), (10, b"m10")]
-    assert b.user == "bob"
-    assert b.disconnected_ts is None
-    assert b.queue == [q(7)]
-
-
-async def test_save_replaces_metadata_and_keeps_queue(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dev", user="alice", subscriptions={"a/#": 1}, disconnected_ts=None)
-        store.enqueue("dev", q(1))
-        await store.flush()
-        store.save_session("dev", user="alice", subscriptions={"b/#": 0}, disconnected_ts=99)
-        [session], _ = await store.load()
-    assert session.subscriptions == {"b/#": 0}
-    assert session.disconnected_ts == 99
-    assert session.queue == [q(1)]
-
-
-async def test_caller_mutation_after_save_is_not_stored(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        subs = {"a/#": 1}
-        store.save_session("dev", user=None, subscriptions=subs, disconnected_ts=None)
-        subs["b/#"] = 1
-        [session], _ = await store.load()
-    assert session.subscriptions == {"a/#": 1}
-    assert session.user is None
-
-
-async def test_dequeue(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dev", user="u", subscriptions={}, disconnected_ts=None)
-        for qid in range(1, 6):
-            store.enqueue("dev", q(qid))
-        await store.flush()
-        store.dequeue("dev", [2, 4])
-        store.dequeue("dev", [])
-        store.dequeue("dev", [99])  # unknown qid: harmless
-        [session], _ = await store.load()
-        assert [m.qid for m in session.queue] == [1, 3, 5]
-        # Enqueued and dequeued within one batch: never visible.
-        store.enqueue("dev", q(6))
-        store.dequeue("dev", [6, 1])
-        [session], _ = await store.load()
-        assert [m.qid for m in session.queue] == [3, 5]
-
-
-async def test_delete_session_removes_its_queue(
-    redis_proc: RedisServer, prefix: str, raw: aioredis.Redis
-) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        for cid in ("keep", "drop"):
-            store.save_session(cid, user="u", subscriptions={}, disconnected_ts=None)
-            store.enqueue(cid, q(1))
-        await store.flush()
-        store.enqueue("drop", q(2))
-        store.delete_session("drop")
-        sessions, _ = await store.load()
-        assert [(s.client_id, [m.qid for m in s.queue]) for s in sessions] == [("keep", [1])]
-        assert await raw.exists(Keys(prefix).queue("drop")) == 0
-        # A session re-created after delete starts with an empty queue.
-        store.save_session("drop", user="u", subscriptions={}, disconnected_ts=None)
-        sessions, _ = await store.load()
-        assert {s.client_id: s.queue for s in sessions}["drop"] == []
-
-
-async def test_retained_set_replace_and_clear(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.set_retained(RetainedRecord(topic="im/v1/presence/bob", payload=b"online", qos=1))
-        store.set_retained(RetainedRecord(topic="im/v1/presence/alice", payload=b"offline", qos=0))
-        store.set_retained(RetainedRecord(topic="im/v1/presence/carol", payload=b"x", qos=1))
-        await store.flush()
-        store.set_retained(RetainedRecord(topic="im/v1/presence/alice", payload=b"online", qos=1))
-        store.set_retained(RetainedRecord(topic="im/v1/presence/carol", payload=b"", qos=0))
-        # Set then clear then set again inside one batch: the last write wins.
-        store.set_retained(RetainedRecord(topic="t/flip", payload=b"1", qos=0))
-        store.set_retained(RetainedRecord(topic="t/flip", payload=b"", qos=0))
-        store.set_retained(RetainedRecord(topic="t/flip", payload=b"2", qos=1))
-        store.set_retained(RetainedRecord(topic="t/gone", payload=b"1", qos=0))
-        store.set_retained(RetainedRecord(topic="t/gone", payload=b"", qos=0))
-        await store.flush()
-    async with store_for(redis_proc, prefix) as store:
-        _, retained = await store.load()
-    assert retained == [
-        RetainedRecord(topic="im/v1/presence/alice", payload=b"online", qos=1),
-        RetainedRecord(topic="im/v1/presence/bob", payload=b"online", qos=1),
-        RetainedRecord(topic="t/flip", payload=b"2", qos=1),
-    ]
-
-
-async def test_binary_payloads_and_odd_names_round_trip(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dév:1 ✓", user="u", subscriptions={"a/+/ü": 2}, disconnected_ts=None)
-        store.enqueue("dév:1 ✓", q(1, payload=ALL_BYTES, topic="t/ü/✓"))
-        store.enqueue("dév:1 ✓", q(2, payload=b"\x00"))
-        store.enqueue(
-            "dév:1 ✓", QueuedMessage(qid=3, topic="t", payload=bytes(bytearray(b"\xff\xfe")), qos=2)
-        )
-        store.enqueue("dév:1 ✓", q(4, payload=b""))
-        store.set_retained(RetainedRecord(topic="bin/ü", payload=ALL_BYTES, qos=1))
-    async with store_for(redis_proc, prefix) as store:
-        [session], [retained] = await store.load()
-    assert session.client_id == "dév:1 ✓"
-    assert session.subscriptions == {"a/+/ü": 2}
-    assert [m.payload for m in session.queue] == [ALL_BYTES, b"\x00", b"\xff\xfe", b""]
-    assert all(type(m.payload) is bytes for m in session.queue)
-    assert session.queue[0].topic == "t/ü/✓"
-    assert session.queue[2].qos == 2
-    assert retained == RetainedRecord(topic="bin/ü", payload=ALL_BYTES, qos=1)
-    assert type(retained.payload) is bytes
-
-
-async def test_flush_makes_writes_visible_to_other_clients(
-    redis_proc: RedisServer, prefix: str, raw: aioredis.Redis
-) -> None:
-    async with store_for(redis_proc, prefix, batch_max=3) as store:
-        store.save_session("dev", user="u", subscriptions={}, disconnected_ts=None)
-        for qid in range(1, 101):
-            store.enqueue("dev", q(qid))
-        await store.flush()
-        # Another client (another broker node) already sees the acknowledged data.
-        assert await raw.hlen(Keys(prefix).queue("dev")) == 100
-
-
-async def test_many_concurrent_flushes(redis_proc: RedisServer, prefix: str) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dev", user="u", subscriptions={}, disconnected_ts=None)
-
-        async def writer(base: int) -> None:
-            for i in range(20):
-                store.enqueue("dev", q(base + i))
-                if i % 5 == 0:
-                    await store.flush()
-
-        await asyncio.gather(*(writer(k * 1000) for k in range(10)))
-        await store.flush()
-        [session], _ = await store.load()
-    assert len(session.queue) == 200
-
-
 async def test_prefixes_isolate_deployments(redis_proc: RedisServer, prefix: str) -> None:
     async with store_for(redis_proc, prefix + "a") as a, store_for(redis_proc, prefix + "b") as b:
         a.save_session("dev", user="alice", subscriptions={}, disconnected_ts=None)
@@ -212,39 +52,6 @@ async def test_prefixes_isolate_deployments(redis_proc: RedisServer, prefix: str
         [session], [retained] = await a.load()
     assert session.user == "alice"
     assert retained.payload == b"a"
-
-
-async def test_operations_after_close_raise_unavailable(redis_proc: RedisServer, prefix: str) -> None:
-    store = store_for(redis_proc, prefix)
-    with pytest.raises(Unavailable):
-        store.enqueue("dev", q(1))
-    await store.open()
-    store.enqueue("dev", q(1))
-    await store.close()
-    await store.close()
-    with pytest.raises(Unavailable):
-        store.enqueue("dev", q(2))
-    with pytest.raises(Unavailable):
-        store.save_session("dev", user=None, subscriptions={}, disconnected_ts=None)
-    with pytest.raises(Unavailable):
-        await store.flush()
-    with pytest.raises(Unavailable):
-        await store.load()
-
-
-async def test_bad_write_is_reported_by_flush_and_loses_only_itself(
-    redis_proc: RedisServer, prefix: str
-) -> None:
-    async with store_for(redis_proc, prefix) as store:
-        store.save_session("dev", user="u", subscriptions={}, disconnected_ts=None)
-        store.enqueue("dev", q(1))
-        store.enqueue("dev", QueuedMessage(qid=2, topic="t", payload=b"x", qos=None))  # type: ignore[arg-type]
-        store.enqueue("dev", q(3))
-        with pytest.raises(StorageError, match="EnqueueOp"):
-            await store.flush()
-        await store.flush()  # reported once
-        [session], _ = await store.load()
-    assert [m.qid for m in session.queue] == [1, 3]
 
 
 async def test_write_refused_by_redis_is_reported(

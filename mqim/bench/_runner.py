@@ -74,7 +74,8 @@ def run(
     Blocking: runs its own event loop (call it from synchronous code, e.g. a CLI command).
 
     Args:
-        scenario: A scenario name (`p2p`, `p2p-crowd`, `group`, `idle`) or `all`.
+        scenario: A scenario name (`p2p`, `p2p-crowd`, `group`, `idle`, `standalone`, `cluster`),
+            several joined by commas (`p2p,cluster`), or `all`.
         targets: `mosquitto`, `amqtt`, `mqim`, or `mqtt://[user[:password]@]host[:port]` URLs.
         json_path: Where to write the report as JSON, if anywhere.
         duration_s: Length of each measurement phase.

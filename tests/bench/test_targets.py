@@ -40,8 +40,12 @@ def test_scenario_names() -> None:
     assert scenario_names("all") == ["p2p", "standalone", "group", "p2p-crowd", "idle"]
     assert scenario_names("idle") == ["idle"]
     assert scenario_names("standalone") == ["standalone"]
+    assert scenario_names("cluster") == ["cluster"]
+    assert scenario_names("p2p,cluster") == ["p2p", "cluster"]
     with pytest.raises(UnknownScenario):
-        scenario_names("cluster")
+        scenario_names("nope")
+    with pytest.raises(UnknownScenario):
+        scenario_names("p2p,nope")
 
 
 @pytest.mark.parametrize(

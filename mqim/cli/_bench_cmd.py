@@ -10,7 +10,8 @@ import typer
 
 def bench_command(
     scenario: Annotated[
-        str, typer.Argument(help="p2p | p2p-crowd | group | idle | standalone | all")
+        str,
+        typer.Argument(help="p2p | standalone | group | p2p-crowd | idle | cluster | all, or a comma list"),
     ] = "all",
     target: Annotated[
         list[str] | None,

@@ -13,29 +13,10 @@ from typing import Literal
 
 from mqim.bench._adapters import IM_RECEIVER, IM_SENDER, AdapterSpec
 from mqim.bench._cluster_target import RunningCluster, open_cluster
-from mqim.bench._exceptions import PhaseError
-from mqim.bench._messages import (
-    ClientsSpec,
-    ConnectCmd,
-    DoneEv,
-    GoCmd,
-    PublisherSpec,
-    ReadyEv,
-    ResultEv,
-    StartedEv,
-    StopCmd,
-)
 from mqim.bench._targets import LOOPBACK, Target
 from mqim.bench.scenarios._base import BenchParams, Figure, Outcome, Scenario, ScenarioContext
 from mqim.bench.scenarios._p2p import P2P_COLUMNS
-from mqim.bench.scenarios._phases import (
-    ACK_TIMEOUT_S,
-    READY_TIMEOUT_S,
-    SPAWN_TIMEOUT_S,
-    PhaseResult,
-    _phase_result,
-    drain,
-)
+from mqim.bench.scenarios._phases import PhaseResult, pair_phase
 
 CLUSTER_NODES = 3
 """Broker nodes started; the publisher uses the first, the subscriber the last."""
@@ -79,28 +60,18 @@ async def cross_node_phase(
         PhaseError: The subscriber could not subscribe.
         WorkerError: A generator process failed.
     """
-    adapter = AdapterSpec(kind="im", run=ctx.new_run(), password=cluster.password)
-    pub_port, sub_port = cluster.nodes[0].port, cluster.nodes[-1].port
-    sub_spec = ClientsSpec(host=LOOPBACK, port=sub_port, adapter=adapter, client_set="p2p-sub", track=True)
-    pub_spec = PublisherSpec(host=LOOPBACK, port=pub_port, adapter=adapter, client_set="p2p-pub")
-    async with ctx.worker(sub_spec, "cluster-sub") as sub:
-        await sub.expect(StartedEv, SPAWN_TIMEOUT_S)
-        await sub.send(ConnectCmd())
-        ready = await sub.expect(ReadyEv, READY_TIMEOUT_S)
-        if ready.connected != 1:
-            raise PhaseError(f"the cluster subscriber could not subscribe: {ready.error}")
-        async with ctx.worker(pub_spec, "cluster-pub") as pub:
-            await pub.expect(ReadyEv, SPAWN_TIMEOUT_S + READY_TIMEOUT_S)
-            await pub.send(
-                GoCmd(mode=mode, window=window, rate=rate, duration_s=duration_s, ack_timeout_s=ACK_TIMEOUT_S)
-            )
-            done = await pub.expect(DoneEv, duration_s + ACK_TIMEOUT_S + 30.0)
-            await pub.send(StopCmd())
-            await pub.expect(ResultEv, 10.0)
-        drained = await drain(sub, expected=done.sent, timeout_s=drain_timeout_s)
-        await sub.send(StopCmd(expect_n=done.last_number))
-        result = await sub.expect(ResultEv, 30.0)
-    return _phase_result(mode, rate, window, done, result, drained)
+    return await pair_phase(
+        ctx,
+        adapter=AdapterSpec(kind="im", run=ctx.new_run(), password=cluster.password),
+        sub_at=(LOOPBACK, cluster.nodes[-1].port),
+        pub_at=(LOOPBACK, cluster.nodes[0].port),
+        mode=mode,
+        window=window,
+        duration_s=duration_s,
+        rate=rate,
+        drain_timeout_s=drain_timeout_s,
+        label="cluster",
+    )
 
 
 async def run_cluster(ctx: ScenarioContext, target: Target) -> Outcome:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from mqim.bench._adapters import AdapterSpec
 from mqim.bench._exceptions import PhaseError
 from mqim.bench._histogram import Histogram
 from mqim.bench._loss import LossStats
@@ -145,18 +146,48 @@ async def p2p_phase(
         PhaseError: The subscriber could not subscribe.
         WorkerError: A generator process failed.
     """
-    adapter = target.adapter_spec(ctx.new_run())
-    sub_spec = ClientsSpec(
-        host=target.host, port=target.port, adapter=adapter, client_set="p2p-sub", track=True
+    return await pair_phase(
+        ctx,
+        adapter=target.adapter_spec(ctx.new_run()),
+        sub_at=(target.host, target.port),
+        pub_at=(target.host, target.port),
+        mode=mode,
+        window=window,
+        duration_s=duration_s,
+        rate=rate,
+        drain_timeout_s=ctx.params.drain_timeout_s,
+        label="p2p",
     )
-    pub_spec = PublisherSpec(host=target.host, port=target.port, adapter=adapter, client_set="p2p-pub")
-    async with ctx.worker(sub_spec, "p2p-sub") as sub:
+
+
+async def pair_phase(
+    ctx: ScenarioContext,
+    *,
+    adapter: AdapterSpec,
+    sub_at: tuple[str, int],
+    pub_at: tuple[str, int],
+    mode: Literal["open", "closed"],
+    window: int,
+    duration_s: float,
+    rate: float | None,
+    drain_timeout_s: float,
+    label: str,
+) -> PhaseResult:
+    """One subscriber process at `sub_at` and one publisher process at `pub_at` (host, port).
+
+    Raises:
+        PhaseError: The subscriber could not subscribe.
+        WorkerError: A generator process failed.
+    """
+    sub_spec = ClientsSpec(host=sub_at[0], port=sub_at[1], adapter=adapter, client_set="p2p-sub", track=True)
+    pub_spec = PublisherSpec(host=pub_at[0], port=pub_at[1], adapter=adapter, client_set="p2p-pub")
+    async with ctx.worker(sub_spec, f"{label}-sub") as sub:
         await sub.expect(StartedEv, SPAWN_TIMEOUT_S)
         await sub.send(ConnectCmd())
         ready = await sub.expect(ReadyEv, READY_TIMEOUT_S)
         if ready.connected != 1:
-            raise PhaseError(f"the p2p subscriber could not subscribe: {ready.error}")
-        async with ctx.worker(pub_spec, "p2p-pub") as pub:
+            raise PhaseError(f"the {label} subscriber could not subscribe: {ready.error}")
+        async with ctx.worker(pub_spec, f"{label}-pub") as pub:
             await pub.expect(ReadyEv, SPAWN_TIMEOUT_S + READY_TIMEOUT_S)
             await pub.send(
                 GoCmd(mode=mode, window=window, rate=rate, duration_s=duration_s, ack_timeout_s=ACK_TIMEOUT_S)
@@ -164,7 +195,7 @@ async def p2p_phase(
             done = await pub.expect(DoneEv, duration_s + ACK_TIMEOUT_S + 30.0)
             await pub.send(StopCmd())
             await pub.expect(ResultEv, 10.0)
-        drained = await drain(sub, expected=done.sent, timeout_s=ctx.params.drain_timeout_s)
+        drained = await drain(sub, expected=done.sent, timeout_s=drain_timeout_s)
         await sub.send(StopCmd(expect_n=done.last_number))
         result = await sub.expect(ResultEv, 30.0)
     return _phase_result(mode, rate, window, done, result, drained)

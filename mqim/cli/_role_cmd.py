@@ -7,7 +7,8 @@ covering the user's live sessions, and the subscriptions it allowed are removed.
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -15,9 +16,26 @@ from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_stora
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
-from mqim.storage import AlreadyExists, NotFound, RoleRecord, StorageError
+from mqim.storage import AlreadyExists, NotFound, Storage, StorageError
 
 MAX_DESCRIPTION = 1024
+
+_T = TypeVar("_T")
+
+
+def _with_storage(config: MqimConfig, action: Callable[[Storage], Awaitable[_T]]) -> _T:
+    """Run one storage call on the configured data dir, its errors translated for the CLI."""
+
+    async def go() -> _T:
+        async with open_storage(config) as storage:
+            try:
+                return await action(storage)
+            except StorageError as exc:
+                raise _storage_error(exc) from exc
+
+    return run(go())
+
+
 """Longest role description."""
 
 role_app = typer.Typer(
@@ -60,14 +78,7 @@ def add_role(
     if len(description) > MAX_DESCRIPTION:
         fail(f"description is longer than {MAX_DESCRIPTION} characters", 2)
 
-    async def go() -> None:
-        async with open_storage(config) as storage:
-            try:
-                await storage.create_role(role, description=description)
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-
-    run(go())
+    _with_storage(config, lambda storage: storage.create_role(role, description=description))
     typer.echo(f"added role {role!r}")
 
 
@@ -84,14 +95,7 @@ def remove_role(
     if not yes and not typer.confirm(f"Remove role {role!r} from everyone who holds it?", default=False):
         fail("aborted, nothing removed")
 
-    async def go() -> None:
-        async with open_storage(config) as storage:
-            try:
-                await storage.delete_role(role)
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-
-    run(go())
+    _with_storage(config, lambda storage: storage.delete_role(role))
     typer.echo(f"removed role {role!r}")
 
 
@@ -104,14 +108,7 @@ def list_roles(
     """List roles with their members."""
     config = _config(config_path, data_dir)
 
-    async def go() -> list[RoleRecord]:
-        async with open_storage(config) as storage:
-            try:
-                return await storage.list_roles()
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-
-    for role in run(go()):
+    for role in _with_storage(config, lambda storage: storage.list_roles()):
         if as_json:
             typer.echo(
                 json.dumps(
@@ -135,14 +132,7 @@ def assign_role(
     config = _config(config_path, data_dir)
     role, user_id = _check(name, "role"), _check(user, "user")
 
-    async def go() -> None:
-        async with open_storage(config) as storage:
-            try:
-                await storage.assign_role(user_id, role)
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-
-    run(go())
+    _with_storage(config, lambda storage: storage.assign_role(user_id, role))
     typer.echo(f"{user_id!r} now holds role {role!r}")
 
 
@@ -157,12 +147,5 @@ def unassign_role(
     config = _config(config_path, data_dir)
     role, user_id = _check(name, "role"), _check(user, "user")
 
-    async def go() -> None:
-        async with open_storage(config) as storage:
-            try:
-                await storage.unassign_role(user_id, role)
-            except StorageError as exc:
-                raise _storage_error(exc) from exc
-
-    run(go())
+    _with_storage(config, lambda storage: storage.unassign_role(user_id, role))
     typer.echo(f"{user_id!r} no longer holds role {role!r}")

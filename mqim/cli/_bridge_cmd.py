@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from mqim.bridge import (
     BRIDGES_FILENAME,
@@ -408,15 +408,9 @@ def add_mapping(
 ) -> None:
     """Turn device messages on SOURCE into conversation messages from SENDER."""
     path, _ = _paths(config_path, data_dir)
-    entry: dict[str, Any] = {"name": _name(name, "mapping"), "source": source, "sender": sender}
-    for key, value in (("group", group), ("to", to), ("text", text)):
-        if value is not None:
-            entry[key] = value
-    try:
-        ImMapping.model_validate(entry)
-    except ValidationError as exc:
-        fail(f"invalid mapping: {_explain(exc)}", 2)
-    _add_named(path, "mappings", entry, "mapping", replace=replace)
+    entry = {"name": _name(name, "mapping"), "source": source, "sender": sender}
+    optional = {"group": group, "to": to, "text": text}
+    _add_validated(path, "mappings", "mapping", ImMapping, entry, optional, replace=replace)
 
 
 @map_app.command("remove")
@@ -424,6 +418,25 @@ def remove_mapping(name: NameArg, data_dir: DataDirOpt = None, config_path: Conf
     """Remove a mapping."""
     path, _ = _paths(config_path, data_dir)
     _remove_named(path, "mappings", name, "mapping")
+
+
+def _add_validated(
+    path: Path,
+    section: str,
+    what: str,
+    model: type[BaseModel],
+    entry: dict[str, Any],
+    optional: dict[str, str | None],
+    *,
+    replace: bool,
+) -> None:
+    """Add `entry` (plus the `optional` fields that were given) to `section` once `model` accepts it."""
+    full = {**entry, **{key: value for key, value in optional.items() if value is not None}}
+    try:
+        model.model_validate(full)
+    except ValidationError as exc:
+        fail(f"invalid {what}: {_explain(exc)}", 2)
+    _add_named(path, section, full, what, replace=replace)
 
 
 # -- command routes ----------------------------------------------------------------------------
@@ -443,15 +456,9 @@ def add_command(
 ) -> None:
     """Publish messages carrying `data.device_cmd` on TOPIC_PREFIX/{data.device or all}."""
     path, _ = _paths(config_path, data_dir)
-    entry: dict[str, Any] = {"name": _name(name, "command route"), "topic_prefix": topic_prefix}
-    for key, value in (("group", group), ("user", user)):
-        if value is not None:
-            entry[key] = value
-    try:
-        CommandRoute.model_validate(entry)
-    except ValidationError as exc:
-        fail(f"invalid command route: {_explain(exc)}", 2)
-    _add_named(path, "commands", entry, "command route", replace=replace)
+    entry = {"name": _name(name, "command route"), "topic_prefix": topic_prefix}
+    optional = {"group": group, "user": user}
+    _add_validated(path, "commands", "command route", CommandRoute, entry, optional, replace=replace)
 
 
 @command_app.command("remove")

@@ -23,6 +23,7 @@ from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
 from mqim.broker._shared import acl_filter
+from mqim.protocol import ErrorCode
 
 if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
@@ -379,6 +380,14 @@ class MqttConnection(asyncio.Protocol):
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
             session.note_incoming_qos2(pub.packet_id or 0)
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain)
+        if hub.last_route_refused:
+            # 3.1.1 has no negative PUBACK: the sender learns it on its error topic, with its id.
+            self.broker.tell_error(
+                identity,
+                pub.payload,
+                ErrorCode.RATE_LIMITED,
+                "the service is overloaded; request not queued, retry",
+            )
         if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
             durable = True
         self._ack_publish(pub, durable=durable)

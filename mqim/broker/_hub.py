@@ -22,7 +22,7 @@ from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset
 from mqim.broker._codec import encode_str
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
-from mqim.broker._session import Session, Writer
+from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
@@ -66,6 +66,7 @@ class Counters:
     protocol_errors: int = 0
     connections_refused: int = 0
     retained_refused: int = 0
+    refused_full: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -100,6 +101,7 @@ class Hub:
         self._listener_ids = itertools.count(1)
         self._topic_cache: dict[str, bytes] = {}
         self.counters = Counters()
+        self.last_route_refused = False  # set by route(): a full service queue refused a copy
         self.observers: list[HubObserver] = []
         self.auto_subscriptions = auto_subscriptions
         self.committer = Committer(store=store)
@@ -178,6 +180,7 @@ class Hub:
         the publisher's acknowledgement must then wait for the next commit.
         """
         self.counters.published += 1
+        self.last_route_refused = False
         durable = False
         targets = self.index.match(topic)
         if targets:
@@ -199,6 +202,10 @@ class Hub:
                 evicted = session.deliver(
                     topic, topic_enc, payload, out_qos, retain=retain and session.is_bridge
                 )
+                if evicted == REFUSED:
+                    self.counters.refused_full += 1
+                    self.last_route_refused = True
+                    continue
                 if out_qos and session.persistent:
                     durable = True
                 self.counters.delivered += 1

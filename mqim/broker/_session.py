@@ -31,6 +31,9 @@ class Writer(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
+REFUSED = -1
+"""`Session.deliver` result: a full service-account queue did not take the message."""
+
 _NO_PENDING: deque[Outgoing] = deque()
 """Placeholder `Session.pending` of sessions that never queued anything; always empty."""
 _NO_IDS: set[int] = set()
@@ -124,7 +127,8 @@ class Session:
         """Deliver or queue one message at the already-downgraded `qos`.
 
         Returns the number of entries evicted to respect the queue bounds (the caller then
-        tells the session to sync). Durable writes are queued on the session store.
+        tells the session to sync), or `REFUSED` when a service session's full queue refused
+        the message. Durable writes are queued on the session store.
         """
         conn = self.conn
         if qos == 0:
@@ -136,6 +140,11 @@ class Session:
             return 0
         if conn is None and not self.persistent:
             return 0
+        identity = self.identity
+        if identity is not None and identity.kind == "service" and self._full(len(payload) + len(topic_enc)):
+            # A logic worker's queue holds requests nobody else has: evicting the oldest would
+            # lose acknowledged uplinks. It refuses the newest instead; the publisher is told.
+            return REFUSED
         msg = Outgoing(
             qid=self._next_qid, topic=topic, topic_enc=topic_enc, payload=payload, qos=qos, retain=retain
         )
@@ -172,6 +181,12 @@ class Session:
                 self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=1)
             )
         self.pump()
+
+    def _full(self, size: int) -> bool:
+        limits = self.settings
+        return (
+            len(self.queue) >= limits.max_queue_messages or self.queued_bytes + size > limits.max_queue_bytes
+        )
 
     def _enforce_bounds(self) -> int:
         limits = self.settings

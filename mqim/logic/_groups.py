@@ -34,7 +34,7 @@ from typing import Any
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply, group_event, user_event
+from mqim.logic._replies import Outbound, group_event, rejection_reply, user_event
 from mqim.logic._requests import Uplink
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import parse_request
@@ -115,7 +115,7 @@ class CmdHandler:
             try:
                 request = parse_request(up.payload, CmdRequest, limits=self._limits)
             except RequestRejected as exc:
-                out.append(error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message))
+                out.append(rejection_reply(up.sender, exc))
                 continue
             op = self._ops.get(request.op)
             if op is None:

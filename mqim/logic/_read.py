@@ -9,7 +9,7 @@ from mqim.logic._conv_access import ConvTarget, conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply, user_event
+from mqim.logic._replies import Outbound, error_reply, rejection_reply, user_event
 from mqim.logic._requests import Uplink
 from mqim.logic._validate import parse_request
 from mqim.protocol import ErrorCode, GroupKind, InboxKind, ReadRequest, Receipt, group_topic, inbox_topic
@@ -57,7 +57,7 @@ class ReadHandler:
             try:
                 request = parse_request(up.payload, ReadRequest, limits=self._limits)
             except RequestRejected as exc:
-                out.append(error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message))
+                out.append(rejection_reply(up.sender, exc))
                 continue
             key = (up.sender, request.conv)
             seq, ref = wanted.get(key, (-1, None))
@@ -66,7 +66,7 @@ class ReadHandler:
             try:
                 out.extend(await self._read(user, conv, seq, ref))
             except RequestRejected as exc:
-                out.append(error_reply(user, ref=exc.ref, code=exc.code, message=exc.message))
+                out.append(rejection_reply(user, exc))
             except StorageError:
                 _log.exception("moving the read cursor of %r in %r failed", user, conv)
                 out.append(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mqim.logic._exceptions import RequestRejected
 from mqim.protocol import (
     Ack,
     DeliveredMessage,
@@ -84,6 +85,11 @@ def error_payload(*, ref: str | None, code: ErrorCode, message: str) -> bytes:
 def error_reply(user: str, *, ref: str | None, code: ErrorCode, message: str) -> Outbound:
     """An error for `user` on `im/v1/u/{user}/error`."""
     return Outbound(inbox_topic(user, InboxKind.ERROR), error_payload(ref=ref, code=code, message=message))
+
+
+def rejection_reply(user: str, exc: RequestRejected) -> Outbound:
+    """The `error` telling `user` why its request was refused."""
+    return error_reply(user, ref=exc.ref, code=exc.code, message=exc.message)
 
 
 def event(topic: str, type_: str, /, **fields: Any) -> Outbound:

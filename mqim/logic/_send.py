@@ -27,7 +27,7 @@ from typing import Any
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, direct_replies, error_reply, group_replies
+from mqim.logic._replies import Outbound, direct_replies, error_reply, group_replies, rejection_reply
 from mqim.logic._requests import Uplink
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import parse_send
@@ -123,7 +123,7 @@ class SendHandler:
             try:
                 valid.append((index, parse_send(up.payload, limits=self._limits)))
             except RequestRejected as exc:
-                replies[index] = [error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message)]
+                replies[index] = [rejection_reply(up.sender, exc)]
 
         peers = {r.to for _, r in valid if r.to is not None and r.op != "delete"}
         recipients = await self._look_up(peers)
@@ -137,7 +137,7 @@ class SendHandler:
             try:
                 item = await self._accept(index, sender, request, recipients, members, now)
             except RequestRejected as exc:
-                replies[index] = [error_reply(sender, ref=exc.ref, code=exc.code, message=exc.message)]
+                replies[index] = [rejection_reply(sender, exc)]
                 continue
             except StorageError:
                 _log.exception("checking the target of message %r from %r failed", request.id, sender)

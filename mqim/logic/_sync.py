@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from mqim.logic._conv_access import conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply, message_dict
+from mqim.logic._replies import Outbound, error_reply, message_dict, rejection_reply
 from mqim.logic._requests import Uplink
 from mqim.logic._validate import extract_ref, parse_request
 from mqim.protocol import (
@@ -32,6 +32,8 @@ from mqim.protocol import (
     inbox_topic,
 )
 from mqim.storage import ConvState, MessageRecord, Storage, StorageError
+
+_R = TypeVar("_R", SyncRequest, HistoryRequest)
 
 _log = logging.getLogger(__name__)
 
@@ -89,20 +91,7 @@ class SyncHandler:
 
     async def __call__(self, uplinks: Sequence[Uplink]) -> list[Outbound]:
         """Handle the `sync` requests of one batch, one after the other."""
-        out: list[Outbound] = []
-        for up in uplinks:
-            try:
-                request = parse_request(up.payload, SyncRequest, limits=self._limits)
-                out.append(await self._page(up.sender, request))
-            except RequestRejected as exc:
-                out.append(error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message))
-            except StorageError:
-                _log.exception("sync for %r failed", up.sender)
-                ref = extract_ref(up.payload, limits=self._limits)
-                out.append(
-                    error_reply(up.sender, ref=ref, code=ErrorCode.INTERNAL, message="sync failed; retry")
-                )
-        return out
+        return await _one_by_one(uplinks, SyncRequest, self._page, what="sync", limits=self._limits)
 
     async def _page(self, user: str, request: SyncRequest) -> Outbound:
         limits = self._limits
@@ -180,20 +169,7 @@ class HistoryHandler:
 
     async def __call__(self, uplinks: Sequence[Uplink]) -> list[Outbound]:
         """Handle the `history` requests of one batch, one after the other."""
-        out: list[Outbound] = []
-        for up in uplinks:
-            try:
-                request = parse_request(up.payload, HistoryRequest, limits=self._limits)
-                out.append(await self._page(up.sender, request))
-            except RequestRejected as exc:
-                out.append(error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message))
-            except StorageError:
-                _log.exception("history for %r failed", up.sender)
-                ref = extract_ref(up.payload, limits=self._limits)
-                out.append(
-                    error_reply(up.sender, ref=ref, code=ErrorCode.INTERNAL, message="history failed; retry")
-                )
-        return out
+        return await _one_by_one(uplinks, HistoryRequest, self._page, what="history", limits=self._limits)
 
     async def _page(self, user: str, request: HistoryRequest) -> Outbound:
         limits = self._limits
@@ -217,3 +193,27 @@ class HistoryHandler:
         more = bool(kept) and kept[0]["seq"] > 1
         page = HistoryPage(ref=request.id, conv=request.conv, messages=kept, more=more)
         return Outbound(inbox_topic(user, InboxKind.HISTORY), page.to_json())
+
+
+async def _one_by_one(
+    uplinks: Sequence[Uplink],
+    model: type[_R],
+    page: Callable[[str, _R], Awaitable[Outbound]],
+    *,
+    what: str,
+    limits: LogicLimits,
+) -> list[Outbound]:
+    """Answer each request with `page`, one after the other; a refusal or a storage failure
+    costs only its own request an `error`."""
+    out: list[Outbound] = []
+    for up in uplinks:
+        try:
+            out.append(await page(up.sender, parse_request(up.payload, model, limits=limits)))
+        except RequestRejected as exc:
+            out.append(rejection_reply(up.sender, exc))
+        except StorageError:
+            _log.exception("%s for %r failed", what, up.sender)
+            ref = extract_ref(up.payload, limits=limits)
+            message = f"{what} failed; retry"
+            out.append(error_reply(up.sender, ref=ref, code=ErrorCode.INTERNAL, message=message))
+    return out

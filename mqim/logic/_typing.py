@@ -11,7 +11,7 @@ from mqim.logic._conv_access import conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply
+from mqim.logic._replies import Outbound, error_reply, rejection_reply
 from mqim.logic._requests import Uplink
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import parse_request
@@ -105,7 +105,7 @@ class TypingHandler:
             try:
                 request = parse_request(up.payload, TypingRequest, limits=self._limits)
             except RequestRejected as exc:
-                out.append(error_reply(up.sender, ref=exc.ref, code=exc.code, message=exc.message))
+                out.append(rejection_reply(up.sender, exc))
                 continue
             key = (up.sender, request.conv)
             if key in seen:

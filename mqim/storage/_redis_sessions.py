@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -48,12 +47,16 @@ from mqim.storage._redis_codec import (
     encode_batch,
 )
 from mqim.storage._session_writes import (
+    Barrier,
     DeleteOp,
     DequeueOp,
     EnqueueOp,
+    Load,
+    Op,
     QueuedWrites,
     RetainOp,
     SaveOp,
+    Stop,
     WriteOp,
     coalesce,
 )
@@ -70,23 +73,6 @@ LOAD_CHUNK: Final = 256
 
 _DOWN_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _WRITE_TYPES: Final = (SaveOp, DeleteOp, EnqueueOp, DequeueOp, RetainOp)
-
-
-@dataclass(slots=True)
-class _Barrier:
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Load:
-    future: asyncio.Future[tuple[list[StoredSession], list[RetainedRecord]]]
-
-
-class _Stop:
-    pass
-
-
-_Op = WriteOp | _Barrier | _Load | _Stop
 
 
 def _as_bytes(value: object) -> bytes:
@@ -148,7 +134,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         self._max_pending = max_pending
         self._timeout_s = timeout_s
         self._close_timeout_s = close_timeout_s
-        self._ops: collections.deque[_Op] = collections.deque()
+        self._ops: collections.deque[Op] = collections.deque()
         self._wake = asyncio.Event()
         self._redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
@@ -230,7 +216,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         if task is None or client is None:
             return
         self._give_up_at = asyncio.get_running_loop().time() + self._close_timeout_s
-        self._push(_Stop())
+        self._push(Stop())
         try:
             # The writer honours the deadline; the margin covers one last attempt's timeout.
             # (wait_for cancels the task on timeout, and when close() itself is cancelled.)
@@ -247,7 +233,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise lost
 
     # -- queued writes (sync, called on the event loop) ------------------------------------------
-    def _push(self, op: _Op) -> None:
+    def _push(self, op: Op) -> None:
         self._ops.append(op)
         self._wake.set()
 
@@ -278,7 +264,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             StorageError: A write queued before this call was rejected (it is lost).
         """
         future: asyncio.Future[None] = self._new_future()
-        self._push(_Barrier(future))
+        self._push(Barrier(future))
         await future
 
     async def load(self) -> tuple[list[StoredSession], list[RetainedRecord]]:
@@ -289,7 +275,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             StorageError: Stored data is corrupt.
         """
         future: asyncio.Future[tuple[list[StoredSession], list[RetainedRecord]]] = self._new_future()
-        self._push(_Load(future))
+        self._push(Load(future))
         return await future
 
     # -- the writer task -------------------------------------------------------------------------
@@ -300,9 +286,9 @@ class RedisSessionStore(QueuedWrites, SessionStore):
 
     def _fail_waiters(self, exc: StorageError) -> None:
         """Fail every queued flush()/load(): what they wait for cannot be done now."""
-        kept: collections.deque[_Op] = collections.deque()
+        kept: collections.deque[Op] = collections.deque()
         for op in self._ops:
-            if isinstance(op, _Barrier | _Load):
+            if isinstance(op, Barrier | Load):
                 if not op.future.done():
                     op.future.set_exception(exc)
             else:
@@ -334,16 +320,16 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                 await self._commit(client, batch)
                 continue
             self._ops.popleft()
-            if isinstance(op, _Stop):
+            if isinstance(op, Stop):
                 return
-            if isinstance(op, _Barrier):
+            if isinstance(op, Barrier):
                 if not op.future.done():
                     lost, self._lost = self._lost, None
                     if lost is None:
                         op.future.set_result(None)
                     else:
                         op.future.set_exception(lost)
-            elif isinstance(op, _Load) and not op.future.done():
+            elif isinstance(op, Load) and not op.future.done():
                 try:
                     op.future.set_result(await self._read_all(client))
                 except StorageError as exc:
@@ -375,7 +361,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                     self._record_lost(
                         f"{len(batch) + self.pending} operation(s) not stored: Redis unreachable"
                     )
-                    self._ops = collections.deque(op for op in self._ops if isinstance(op, _Stop))
+                    self._ops = collections.deque(op for op in self._ops if isinstance(op, Stop))
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)

@@ -1,4 +1,4 @@
-"""Queued session-store writes shared by the SQLite and Redis session stores.
+"""Queued session-store operations shared by the SQLite and Redis session stores.
 
 The broker calls the `SessionStore` write methods synchronously on its hot path; both backends
 turn each call into one of these operation records, buffer it, and commit buffers in batches.
@@ -8,10 +8,11 @@ turn each call into one of these operation records, buffer it, and commit buffer
 from __future__ import annotations
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mqim.storage._records import QueuedMessage, RetainedRecord
+from mqim.storage._records import QueuedMessage, RetainedRecord, StoredSession
 
 
 @dataclass(slots=True)
@@ -60,6 +61,28 @@ class RetainOp:
 
 
 WriteOp = SaveOp | DeleteOp | EnqueueOp | DequeueOp | RetainOp
+
+
+@dataclass(slots=True)
+class Barrier:
+    """`flush()`: resolved once everything queued before it is durable."""
+
+    future: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class Load:
+    """`load()`: reads at its place in the order, resolved after the writes before it."""
+
+    future: asyncio.Future[tuple[list[StoredSession], list[RetainedRecord]]]
+
+
+class Stop:
+    """`close()`: the writer ends after the operations before it."""
+
+
+Op = WriteOp | Barrier | Load | Stop
+"""Everything a session store's writer takes from its queue, in order."""
 
 
 def coalesce(ops: Sequence[WriteOp]) -> list[WriteOp]:

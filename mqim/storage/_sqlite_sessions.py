@@ -26,7 +26,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
@@ -35,12 +34,16 @@ from mqim.storage._base import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._records import QueuedMessage, RetainedRecord, StoredSession
 from mqim.storage._session_writes import (
+    Barrier,
     DeleteOp,
     DequeueOp,
     EnqueueOp,
+    Load,
+    Op,
     QueuedWrites,
     RetainOp,
     SaveOp,
+    Stop,
     WriteOp,
     coalesce,
 )
@@ -50,27 +53,6 @@ _log = logging.getLogger(__name__)
 
 # How long close() waits for the writer thread to commit what is queued.
 CLOSE_TIMEOUT_S: Final = 30.0
-
-
-@dataclass(slots=True)
-class _Barrier:
-    """`flush()`: resolved after everything before it is committed."""
-
-    future: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Load:
-    """`load()`: reads at its place in the order, resolved after the commit."""
-
-    future: asyncio.Future[tuple[list[StoredSession], list[RetainedRecord]]]
-
-
-class _Stop:
-    pass
-
-
-_Op = WriteOp | _Barrier | _Load | _Stop
 
 
 def _write_group(conn: sqlite3.Connection, kind: type, ops: list[WriteOp]) -> None:
@@ -168,7 +150,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
         self._batch_max = batch_max
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._ops: list[_Op] = []
+        self._ops: list[Op] = []
         self._accepting = False
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -217,7 +199,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
             await asyncio.shield(self._started)
         except BaseException:
             # The thread has exited (startup failed) or will see the stop marker (cancelled).
-            self._push(_Stop())
+            self._push(Stop())
             self._thread = None
             raise
         self._accepting = True
@@ -241,7 +223,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
             except StorageError as exc:
                 failure = exc
         self._accepting = False
-        self._push(_Stop())
+        self._push(Stop())
         await asyncio.to_thread(thread.join, CLOSE_TIMEOUT_S)
         if thread.is_alive():
             _log.warning("%s did not stop within %.1f s", thread.name, CLOSE_TIMEOUT_S)
@@ -249,7 +231,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
             raise failure
 
     # -- queued writes (sync, called on the event loop) ------------------------------------------
-    def _push(self, op: _Op) -> None:
+    def _push(self, op: Op) -> None:
         with self._lock:
             self._ops.append(op)
             if len(self._ops) == 1:
@@ -268,7 +250,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
 
     async def _submit_barrier(self) -> None:
         future: asyncio.Future[None] = self._new_future()
-        self._push(_Barrier(future))
+        self._push(Barrier(future))
         await future
 
     async def flush(self) -> None:
@@ -283,7 +265,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
     async def load(self) -> tuple[list[StoredSession], list[RetainedRecord]]:
         """Every stored session (queue in qid order) and retained message, after queued writes."""
         future: asyncio.Future[tuple[list[StoredSession], list[RetainedRecord]]] = self._new_future()
-        self._push(_Load(future))
+        self._push(Load(future))
         return await future
 
     # -- the writer thread -----------------------------------------------------------------------
@@ -324,16 +306,16 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
     def _died(self, exc: BaseException) -> None:
         self._accepting = False
         error = Unavailable(f"session store writer died: {exc!r}")
-        _settle([(op.future, None, error) for op in self._take_all() if isinstance(op, _Barrier | _Load)])
+        _settle([(op.future, None, error) for op in self._take_all() if isinstance(op, Barrier | Load)])
 
-    def _take_all(self) -> list[_Op]:
+    def _take_all(self) -> list[Op]:
         with self._lock:
             ops, self._ops = self._ops, []
             self._wake.clear()
         return ops
 
-    def _fail_waiters(self, ops: Sequence[_Op], error: StorageError) -> None:
-        outcomes: list[_Settle] = [(op.future, None, error) for op in ops if isinstance(op, _Barrier | _Load)]
+    def _fail_waiters(self, ops: Sequence[Op], error: StorageError) -> None:
+        outcomes: list[_Settle] = [(op.future, None, error) for op in ops if isinstance(op, Barrier | Load)]
         if outcomes:
             self._call_loop(_settle, outcomes)
 
@@ -341,7 +323,7 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
         while True:
             self._wake.wait()
             ops = self._take_all()
-            stop_at = next((i for i, op in enumerate(ops) if isinstance(op, _Stop)), None)
+            stop_at = next((i for i, op in enumerate(ops) if isinstance(op, Stop)), None)
             if stop_at is not None:
                 # Nothing legitimately follows the stop marker: close() stopped accepting first.
                 leftovers, ops = ops[stop_at + 1 :], ops[:stop_at]
@@ -351,8 +333,8 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
             if stop_at is not None:
                 return
 
-    def _run_batch(self, conn: sqlite3.Connection, ops: list[_Op]) -> None:
-        waiters = [op for op in ops if isinstance(op, _Barrier | _Load)]
+    def _run_batch(self, conn: sqlite3.Connection, ops: list[Op]) -> None:
+        waiters = [op for op in ops if isinstance(op, Barrier | Load)]
         loaded: dict[int, tuple[list[StoredSession], list[RetainedRecord]]] = {}
         try:
             loaded = self._transaction(conn, ops, one_by_one=False)
@@ -367,12 +349,12 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
                 self._lose(exc2, f"{len(ops)} queued operations not committed")
         outcomes: list[_Settle] = []
         for waiter in waiters:
-            if isinstance(waiter, _Load) and id(waiter) in loaded:
+            if isinstance(waiter, Load) and id(waiter) in loaded:
                 outcomes.append((waiter.future, loaded[id(waiter)], None))
             else:
                 # Every flush reports lost writes once; later flushes start clean.
                 outcomes.append((waiter.future, None, self._lost))
-        if any(isinstance(w, _Barrier) for w in waiters):
+        if any(isinstance(w, Barrier) for w in waiters):
             self._lost = None
         if outcomes:
             self._call_loop(_settle, outcomes)
@@ -385,17 +367,17 @@ class SqliteSessionStore(QueuedWrites, SessionStore):
         self._lost = err
 
     def _transaction(
-        self, conn: sqlite3.Connection, ops: list[_Op], *, one_by_one: bool
+        self, conn: sqlite3.Connection, ops: list[Op], *, one_by_one: bool
     ) -> dict[int, tuple[list[StoredSession], list[RetainedRecord]]]:
-        """Run `ops` in one transaction; return what each `_Load` read, by id."""
+        """Run `ops` in one transaction; return what each `Load` read, by id."""
         loaded: dict[int, tuple[list[StoredSession], list[RetainedRecord]]] = {}
         writes: list[WriteOp] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for op in ops:
-                if isinstance(op, _Barrier | _Stop):
+                if isinstance(op, Barrier | Stop):
                     continue
-                if isinstance(op, _Load):
+                if isinstance(op, Load):
                     # Coalescing must not cross a read: write what precedes it first.
                     write_ops(conn, writes)
                     writes.clear()

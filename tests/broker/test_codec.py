@@ -15,8 +15,17 @@ from tests.support.mqtt import Raw
 LIMIT = 64 * 1024
 
 
+def _plain(got: list[c.Frame]) -> list[tuple[int, int, bytes]]:
+    """Narrow frames to plain bodies: without a discard band no body is an `Oversize`."""
+    out = []
+    for packet_type, flags, body in got:
+        assert isinstance(body, bytes)
+        out.append((packet_type, flags, body))
+    return out
+
+
 def frames(data: bytes, *, limit: int = LIMIT) -> list[tuple[int, int, bytes]]:
-    return c.PacketDecoder(max_packet_bytes=limit).feed(data)
+    return _plain(c.PacketDecoder(max_packet_bytes=limit).feed(data))
 
 
 def one(data: bytes) -> tuple[int, int, bytes]:
@@ -162,7 +171,7 @@ def test_feed_byte_by_byte_yields_the_same_frames() -> None:
     decoder = c.PacketDecoder(max_packet_bytes=LIMIT)
     pieces: list[tuple[int, int, bytes]] = []
     for i in range(len(stream)):
-        pieces.extend(decoder.feed(stream[i : i + 1]))
+        pieces.extend(_plain(decoder.feed(stream[i : i + 1])))
     assert pieces == whole
     assert decoder.buffered == 0
 
@@ -178,7 +187,7 @@ def test_feed_in_arbitrary_chunks(stream_cuts: list[int]) -> None:
     got: list[tuple[int, int, bytes]] = []
     start = 0
     for cut in [*cuts, len(stream)]:
-        got.extend(decoder.feed(stream[start:cut]))
+        got.extend(_plain(decoder.feed(stream[start:cut])))
         start = cut
     assert got == frames(stream)
     assert len(got) == 6
@@ -315,7 +324,7 @@ def test_malformed_acks(packet_type: int, flags: int, body: bytes) -> None:
 def test_arbitrary_bytes_either_decode_or_raise_malformed(data: bytes) -> None:
     decoder = c.PacketDecoder(max_packet_bytes=LIMIT)
     try:
-        got = decoder.feed(data)
+        got = _plain(decoder.feed(data))
     except MalformedPacket:
         return
     decoders = {
@@ -332,3 +341,158 @@ def test_arbitrary_bytes_either_decode_or_raise_malformed(data: bytes) -> None:
                 c.decode_ack(packet_type, flags, body)
         except MalformedPacket:
             pass
+
+
+# -- oversize PUBLISH: discarded, not refused (issue 11) -----------------------------------------
+
+SMALL = 1024
+HARD = 8 * 1024
+
+
+def _oversize_stream(qos: int, payload: bytes, *, topic: str = "im/u/alice/out") -> tuple[bytes, c.Oversize]:
+    pid = 7 if qos else None
+    packet = c.encode_publish(topic=c.encode_str(topic), payload=payload, qos=qos, packet_id=pid)
+    header = 2 + len(topic.encode()) + (2 if qos else 0)
+    expected = c.Oversize(
+        topic=topic,
+        qos=qos,
+        packet_id=pid,
+        payload_head=payload[: c.OVERSIZE_HEAD_BYTES],
+        length=header + len(payload),
+    )
+    return packet, expected
+
+
+def _feed_in_chunks(decoder: c.PacketDecoder, stream: bytes, chunk: int) -> list[c.Frame]:
+    got: list[c.Frame] = []
+    for start in range(0, len(stream), chunk):
+        got.extend(decoder.feed(stream[start : start + chunk]))
+        # Memory stays bounded whatever the packet's length: the head, never the body.
+        assert decoder.buffered <= SMALL + c.OVERSIZE_HEAD_BYTES
+    return got
+
+
+@given(qos=st.sampled_from([0, 1, 2]), chunk=st.integers(1, 3000), size=st.integers(SMALL, HARD - 40))
+def test_oversize_publish_streams_through_as_one_oversize_frame(qos: int, chunk: int, size: int) -> None:
+    payload = bytes(n % 251 for n in range(size))
+    big, expected = _oversize_stream(qos, payload)
+    before = c.encode_publish(topic=c.encode_str("a/b"), payload=b"before", qos=1, packet_id=1)
+    after = c.encode_publish(topic=c.encode_str("a/b"), payload=b"after", qos=0)
+    stream = before + big + after + b"\xc0\x00"  # ... and a PINGREQ
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
+    got = _feed_in_chunks(decoder, stream, chunk)
+    assert got == [
+        (c.PUBLISH, 0x02, before[2:]),
+        (c.PUBLISH, qos << 1, expected),
+        (c.PUBLISH, 0, after[2:]),
+        (c.PINGREQ, 0, b""),
+    ]
+    assert decoder.buffered == 0
+    assert not decoder.discarding
+
+
+def test_oversize_publish_fed_one_byte_at_a_time() -> None:
+    big, expected = _oversize_stream(1, b"{" + b"x" * 3000 + b"}")
+    stream = big + b"\xc0\x00"
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
+    got = _feed_in_chunks(decoder, stream, 1)
+    assert got == [(c.PUBLISH, 0x02, expected), (c.PINGREQ, 0, b"")]
+    assert len(expected.payload_head) == c.OVERSIZE_HEAD_BYTES
+
+
+def test_oversize_frame_keeps_retain_and_dup_flags() -> None:
+    payload = b"p" * 2000
+    packet = c.encode_publish(
+        topic=c.encode_str("t"), payload=payload, qos=2, retain=True, dup=True, packet_id=9
+    )
+    [(packet_type, flags, body)] = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD).feed(packet)
+    assert (packet_type, flags) == (c.PUBLISH, 0x0D)
+    assert body == c.Oversize(topic="t", qos=2, packet_id=9, payload_head=payload[:1024], length=2005)
+
+
+def test_payload_head_is_the_whole_payload_when_shorter_than_the_head() -> None:
+    # A low max_packet_bytes: the packet is oversize but its payload fits in the head.
+    big, expected = _oversize_stream(0, b"z" * 300)
+    got = c.PacketDecoder(max_packet_bytes=100, hard_limit_bytes=HARD).feed(big)
+    assert got == [(c.PUBLISH, 0, expected)]
+    assert expected.payload_head == b"z" * 300
+
+
+def test_limits_are_inclusive() -> None:
+    def body_of(length: int) -> bytes:
+        return _s("t") + bytes(length - 3)
+
+    at_max = _frame(0x30, body_of(SMALL))
+    assert c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD).feed(at_max) == [
+        (c.PUBLISH, 0, at_max[3:])
+    ]
+    for length in (SMALL + 1, HARD):
+        got = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD).feed(
+            _frame(0x30, body_of(length))
+        )
+        assert [(t, f, type(b)) for t, f, b in got] == [(c.PUBLISH, 0, c.Oversize)]
+    # Above the hard limit the fixed header alone closes the connection, nothing is read further.
+    with pytest.raises(MalformedPacket, match="exceeds the limit of 8192"):
+        c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD).feed(b"\x30" + c._varint(HARD + 1))
+
+
+def test_a_large_oversize_publish_costs_no_memory() -> None:
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=16 * 1024 * 1024)
+    big, expected = _oversize_stream(1, bytes(16 * 1024 * 1024 - 100))
+    got = _feed_in_chunks(decoder, big, 64 * 1024)
+    assert got == [(c.PUBLISH, 0x02, expected)]
+
+
+@pytest.mark.parametrize("packet_type", [c.CONNECT, c.SUBSCRIBE, c.UNSUBSCRIBE, c.PUBACK, c.PINGREQ])
+def test_other_packet_types_over_max_packet_bytes_are_refused(packet_type: int) -> None:
+    first = (packet_type << 4) | (0x02 if packet_type in (c.SUBSCRIBE, c.UNSUBSCRIBE) else 0)
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
+    with pytest.raises(MalformedPacket, match="exceeds the limit of 1024"):
+        decoder.feed(bytes((first,)) + c._varint(SMALL + 1))
+
+
+GARBAGE_OVERSIZE_HEADERS = {
+    "qos 3": (0x36, _s("t") + b"\x00\x01" + bytes(SMALL), "QoS 3"),
+    "topic longer than the packet": (0x30, b"\xff\xff" + bytes(SMALL), "inside its variable header"),
+    "header over max_packet_bytes": (0x32, _s("t" * SMALL) + b"\x00\x01" + bytes(100), "header of 1028"),
+    "topic not UTF-8": (0x30, _s(b"\xff\xfe") + bytes(SMALL), "UTF-8"),
+    "topic with U+0000": (0x30, _s("a\x00b") + bytes(SMALL), "U\\+0000"),
+    "packet id 0": (0x32, _s("t") + b"\x00\x00" + bytes(SMALL), "identifier 0"),
+}
+
+
+@pytest.mark.parametrize(
+    ("first", "body", "error"), GARBAGE_OVERSIZE_HEADERS.values(), ids=GARBAGE_OVERSIZE_HEADERS.keys()
+)
+@pytest.mark.parametrize("chunk", [1, 7, 64 * 1024])
+def test_garbage_oversize_header_is_malformed(first: int, body: bytes, error: str, chunk: int) -> None:
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
+    stream = _frame(first, body)
+    with pytest.raises(MalformedPacket, match=error):
+        _feed_in_chunks(decoder, stream, chunk)
+
+
+def test_oversize_publish_shorter_than_its_topic_prefix_is_malformed() -> None:
+    with pytest.raises(MalformedPacket, match="variable header"):
+        c.PacketDecoder(max_packet_bytes=0, hard_limit_bytes=HARD).feed(b"\x30\x01\x00")
+    with pytest.raises(MalformedPacket, match="variable header"):
+        # QoS 1: the packet identifier is missing.
+        c.PacketDecoder(max_packet_bytes=1, hard_limit_bytes=HARD).feed(b"\x32\x03\x00\x01t")
+
+
+def test_without_a_hard_limit_every_packet_over_the_limit_is_refused() -> None:
+    for hard in (None, SMALL, SMALL - 1):
+        decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=hard)
+        with pytest.raises(MalformedPacket, match="exceeds"):
+            decoder.feed(b"\x30" + c._varint(SMALL + 1))
+
+
+@given(st.binary(max_size=3000), st.integers(1, 500))
+def test_arbitrary_bytes_with_a_discard_band_decode_or_raise_malformed(data: bytes, chunk: int) -> None:
+    decoder = c.PacketDecoder(max_packet_bytes=64, hard_limit_bytes=2048)
+    try:
+        got = _feed_in_chunks(decoder, data, chunk)
+    except MalformedPacket:
+        return
+    for _, _, body in got:
+        assert isinstance(body, bytes | c.Oversize)

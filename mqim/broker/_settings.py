@@ -12,7 +12,14 @@ class BrokerSettings:
     Attributes:
         max_connections: Connections open at once, all listeners together; beyond it a CONNECT
             is answered with CONNACK 3 (server unavailable).
-        max_packet_bytes: Largest MQTT packet accepted; a bigger one closes the connection.
+        max_packet_bytes: Largest MQTT packet accepted; a bigger one closes the connection,
+            except a PUBLISH within `max_publish_discard_bytes`.
+        max_publish_discard_bytes: Hard safety bound: a PUBLISH longer than this closes the
+            connection; between `max_packet_bytes` and this it is discarded as it streams in
+            (only its first bytes are kept) and answered `too_large`, so a client that resends
+            it after every reconnect does not loop. Over WebSocket a whole message is buffered,
+            so this is also the largest WebSocket message accepted. Not above `max_packet_bytes`:
+            every packet over `max_packet_bytes` closes the connection.
         max_inflight: Unacknowledged QoS 1/2 deliveries per session (the send window).
         max_queue_messages: Undelivered QoS 1/2 messages kept per session; the oldest leave first.
         max_queue_bytes: Payload bytes kept per session queue.
@@ -48,6 +55,7 @@ class BrokerSettings:
 
     max_connections: int = 10_000
     max_packet_bytes: int = 256 * 1024
+    max_publish_discard_bytes: int = 16 * 1024 * 1024
     max_inflight: int = 100
     max_queue_messages: int = 10_000
     max_queue_bytes: int = 16 * 1024 * 1024

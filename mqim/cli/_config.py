@@ -107,7 +107,13 @@ class LimitsConfig(_Section):
     max_payload_bytes: PositiveInt = 65536
     """Largest PUBLISH payload accepted from a client."""
     max_packet_bytes: PositiveInt = 262144
-    """Largest MQTT packet accepted (any type)."""
+    """Largest MQTT packet accepted (any type); a bigger PUBLISH within
+    `max_publish_discard_bytes` is discarded and answered `too_large`, anything else bigger
+    closes the connection."""
+    max_publish_discard_bytes: PositiveInt = 16 * _MIB
+    """Hard safety bound: a PUBLISH longer than this closes the connection; between
+    `max_packet_bytes` and this it is discarded and answered `too_large`. Also the largest
+    WebSocket message accepted (a WebSocket message is buffered whole)."""
     max_connections: PositiveInt = 10000
     """Concurrent connections, all listeners together."""
     max_connections_per_listener: PositiveInt | None = None

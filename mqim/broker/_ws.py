@@ -1,20 +1,62 @@
-"""MQTT over WebSocket: adapts a `websockets` connection to the transport `MqttConnection` uses."""
+"""MQTT over WebSocket: adapts a `websockets` connection to the transport `MqttConnection` uses.
+
+Each binary WebSocket message is handed to the connection's decoder as it is; a message may hold
+several MQTT packets or part of one (MQTT 3.1.1 section 6), so the decoder's limits apply
+unchanged. `websockets` buffers every message whole, so `ws_limits` bounds what one connection
+can make it hold.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 import websockets
 from websockets.asyncio.server import ServerConnection
 
 if TYPE_CHECKING:
     from mqim.broker._connection import MqttConnection
+    from mqim.broker._settings import BrokerSettings
 
 log = logging.getLogger("mqim.broker.ws")
 
 _HIGH_WATER = 256  # queued frames before the connection is told to stop writing
+_FIXED_HEADER_MAX: Final = 5  # packet type byte and a four-byte remaining length (MQTT-2.2.3)
+_QUEUE_FRAMES: Final = 16  # websockets' default frame queue, sized for max_packet_bytes messages
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WsLimits:
+    """What one MQTT-over-WebSocket connection may make `websockets` buffer.
+
+    Pass both to `websockets.serve(max_size=..., max_queue=...)`.
+
+    Attributes:
+        max_size: Largest WebSocket message accepted; a bigger one closes the connection (close
+            code 1009). It fits one PUBLISH of `max_publish_discard_bytes`, so a PUBLISH the
+            decoder would discard and acknowledge is not refused by the WebSocket layer first.
+        max_queue: Received messages `websockets` queues while the broker is not reading
+            (back-pressure) before it stops reading the socket.
+    """
+
+    max_size: int
+    max_queue: int
+
+
+def ws_limits(settings: BrokerSettings) -> WsLimits:
+    """The `websockets.serve` limits for `settings`.
+
+    A connection then holds at most about `(max_queue + 2) * max_size` bytes: the queued
+    messages, one partial frame being read and the message being decoded.
+    """
+    largest = max(settings.max_packet_bytes, settings.max_publish_discard_bytes)
+    max_size = largest + _FIXED_HEADER_MAX
+    # Keep the queue's worst case near the one of 16 messages of max_packet_bytes: with the
+    # default 16 MiB discard bound a single message is queued.
+    budget = _QUEUE_FRAMES * (settings.max_packet_bytes + _FIXED_HEADER_MAX)
+    return WsLimits(max_size=max_size, max_queue=max(1, budget // max_size))
 
 
 class WsTransport(asyncio.Transport):

@@ -182,6 +182,8 @@ class PacketDecoder:
     def feed(self, data: bytes) -> list[Frame]:
         """Add received bytes; return every complete frame, in order.
 
+        A discarded PUBLISH comes out as `(PUBLISH, flags, Oversize)` once its last byte is fed.
+
         Raises:
             MalformedPacket: The stream breaks MQTT framing, holds a packet over the limits, or
                 an oversize PUBLISH has a malformed topic or packet identifier.
@@ -234,7 +236,8 @@ class PacketDecoder:
 
     @property
     def buffered(self) -> int:
-        """Bytes received but not yet part of a complete frame (a discarded body not counted)."""
+        """Bytes held for a frame not yet complete: a partial packet, or the head kept of a
+        discarded PUBLISH (0 while only its fixed header has arrived: see `discarding`)."""
         return len(self._buf) + len(self._head)
 
     @property

@@ -48,8 +48,9 @@ class WsLimits:
 def ws_limits(settings: BrokerSettings) -> WsLimits:
     """The `websockets.serve` limits for `settings`.
 
-    A connection then holds at most about `(max_queue + 2) * max_size` bytes: the queued
-    messages, one partial frame being read and the message being decoded.
+    A connection then holds at most about `(max_queue + 3) * max_size` bytes: the queued
+    messages, one frame being read, the message being decoded and the decoder's transient copy
+    of it (released before `feed` returns when the message is a discarded PUBLISH).
     """
     largest = max(settings.max_packet_bytes, settings.max_publish_discard_bytes)
     max_size = largest + _FIXED_HEADER_MAX

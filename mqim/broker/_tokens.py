@@ -297,14 +297,16 @@ class KeyringFile:
     def __init__(self, *, path: Path) -> None:
         self.path = path
         self.keyring = Keyring()
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
 
     def _load_if_changed(self) -> Keyring | None:
         try:
             st = self.path.stat()
-            signature = (st.st_mtime_ns, st.st_size)
+            # The inode too: `save_keyring` renames a new file over the old one, so a rotation
+            # within one mtime tick, with a file of the same size, is still seen.
+            signature = (st.st_ino, st.st_mtime_ns, st.st_size)
         except FileNotFoundError:
-            signature = (0, 0)
+            signature = (0, 0, 0)
         except OSError as exc:
             raise KeyringError(f"cannot stat {self.path}: {exc.strerror or exc}") from exc
         if signature == self._seen:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import hashlib
@@ -9,17 +10,21 @@ import hmac
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from mqim.broker import (
     InvalidToken,
     Keyring,
     KeyringError,
     KeyringFile,
+    StorageAuthenticator,
+    TokenAuthenticator,
     TokenKey,
     ensure_keyring,
     issue_token,
@@ -29,7 +34,13 @@ from mqim.broker import (
     unverified_claims,
     verify_token,
 )
+from mqim.broker._auth import UNKNOWN_KID_RELOAD_INTERVAL_S, ConnectRequest
 from mqim.broker._tokens import MAX_TOKEN_CHARS, b64url_decode, b64url_encode
+from mqim.cli import app
+from mqim.storage import SqliteStorage
+from tests.conftest import PASSWORD
+from tests.security.conftest import settings, started
+from tests.support.mqtt import Paho
 
 NOW = 1_700_000_000
 
@@ -295,3 +306,70 @@ def test_verify_never_raises_anything_but_invalid_token(text: str) -> None:
 
 def test_b64_helper_matches_stdlib() -> None:
     assert b64url_encode(b"\xfb\xff") == base64.urlsafe_b64encode(b"\xfb\xff").decode().rstrip("=")
+
+
+# -- a token signed by a new key works the moment it is issued ---------------------------------
+
+
+async def test_token_from_a_freshly_rotated_key_connects_at_once(tmp_path: Path) -> None:
+    runner = CliRunner(env={k: None for k in os.environ if k.startswith("MQIM_")})
+
+    def cli(*args: str) -> str:
+        result = runner.invoke(app, [*args, "--data-dir", str(tmp_path / "data")])
+        assert result.exit_code == 0, result.stderr
+        return result.stdout.strip()
+
+    # A poll interval far beyond the test: only the unknown-kid re-read can find the new key.
+    async with started(tmp_path / "data", settings=settings(policy_poll_interval_s=3600.0)) as server:
+        await server.storage.add_user("alice", password=PASSWORD)
+        assert server.broker is not None
+        chain = server.broker.authenticator
+        tokens = chain.method(TokenAuthenticator)  # type: ignore[attr-defined]
+        passwords = chain.method(StorageAuthenticator)  # type: ignore[attr-defined]
+        assert isinstance(tokens, TokenAuthenticator)
+        assert isinstance(passwords, StorageAuthenticator)
+        assert len(tokens.keys.keyring) == 0  # the server started before any key existed
+        # The CLI in a thread: it runs its own event loop (the storage check of `issue`).
+        await asyncio.to_thread(cli, "token", "rotate")
+        token = await asyncio.to_thread(cli, "token", "issue", "alice", "--ttl", "600")
+        client = Paho(port=server.port(), user="alice", password=token, client_id="t1")
+        try:
+            await client.connect(expect_rc=0)  # at once: no poll in between
+        finally:
+            client.close()
+        assert tokens.kid_reloads == 1
+        assert passwords.stats.checks == 0  # the token decided; no password check ran
+
+
+async def test_unknown_kids_re_read_the_key_file_at_most_once_per_interval(tmp_path: Path) -> None:
+    now = [1000.0]
+    path = tmp_path / "keys.json"
+    save_keyring(path, Keyring().rotated(now=NOW))
+    async with SqliteStorage(path=tmp_path / "db.sqlite") as storage:
+        await storage.add_user("alice", password="pw-123456")
+        auth = TokenAuthenticator(
+            storage=storage, keys=KeyringFile(path=path), audience="mqim", monotonic=lambda: now[0]
+        )
+        await auth.refresh()
+        stranger = issue_token(
+            Keyring().rotated(now=NOW), subject="alice", audience="mqim", ttl_s=60, now=int(time.time())
+        )
+
+        async def attempt() -> object:
+            request = ConnectRequest(
+                username="alice",
+                password=stranger.encode(),
+                client_id="c",
+                listener="default",
+                remote_address="127.0.0.1:1",
+            )
+            return await auth.authenticate(request)
+
+        assert await attempt() is None
+        assert auth.kid_reloads == 1
+        for _ in range(20):  # a flood of made-up kids within the interval: no further re-read
+            assert await attempt() is None
+        assert auth.kid_reloads == 1
+        now[0] += UNKNOWN_KID_RELOAD_INTERVAL_S
+        assert await attempt() is None
+        assert auth.kid_reloads == 2

@@ -2,12 +2,22 @@
 
 The pieces: MQTT topic/filter matching with exact subset and intersection (`_matcher`), the rule
 model (`_rules`) and its text format (`_syntax`), the membership lookup (`_membership`), the
-built-in v1 rules (`_builtin`) and the caching evaluator (`_engine`).
+built-in v1 rules (`_builtin`), the caching evaluator (`_engine`) and the receive scopes of
+wildcard subscriptions, compiled once per SUBSCRIBE (`_intersect`).
 """
 
 from mqim.acl._builtin import describe_builtins
 from mqim.acl._engine import DEFAULT_DENY, INVALID_REQUEST, MAX_CACHED_TOPIC_LENGTH, AclEngine, Decision
 from mqim.acl._exceptions import AclError, InvalidIdentity, InvalidRule, RuleSyntaxError
+from mqim.acl._intersect import (
+    DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION,
+    MembershipListing,
+    ReceiveScope,
+    ScopePart,
+    compile_receive_scope,
+    find_witness,
+    meet_levels,
+)
 from mqim.acl._matcher import (
     MAX_TOPIC_BYTES,
     filter_is_subset,
@@ -28,6 +38,7 @@ from mqim.acl._syntax import format_rule, parse_rule, parse_rules
 
 __all__ = [
     "DEFAULT_DENY",
+    "DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION",
     "INVALID_REQUEST",
     "MAX_CACHED_TOPIC_LENGTH",
     "MAX_TOPIC_BYTES",
@@ -42,18 +53,24 @@ __all__ = [
     "InvalidRule",
     "MembershipIndex",
     "MembershipListener",
+    "MembershipListing",
     "MembershipLookup",
     "ObservableMembership",
+    "ReceiveScope",
     "Rule",
     "RuleSyntaxError",
+    "ScopePart",
     "Subject",
     "SubjectKind",
+    "compile_receive_scope",
     "describe_builtins",
     "filter_is_subset",
     "filters_intersect",
+    "find_witness",
     "format_rule",
     "is_valid_filter",
     "is_valid_topic",
+    "meet_levels",
     "parse_rule",
     "parse_rules",
     "split_shared",

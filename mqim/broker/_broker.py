@@ -30,14 +30,14 @@ from mqim.broker._auth import Authenticator, ConnectRequest, RefreshableAuthenti
 from mqim.broker._codec import Connect, Publish
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ConfigError
-from mqim.broker._hub import Hub
+from mqim.broker._hub import ConsumerCallback, Hub
 from mqim.broker._limits import KeyedBuckets, ViolationWindow, address_key
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._policy import PolicySource, denied_subscriptions, with_roles
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
-from mqim.broker._ws import serve_websocket
-from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id
+from mqim.broker._ws import serve_websocket, ws_limits
+from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id, peek_request_id
 from mqim.storage import SessionStore, Storage, StorageError
 
 log = logging.getLogger("mqim.broker")
@@ -266,13 +266,15 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 backlog=4096,
             )
         if listener_type == ListenerType.WS:
+            limits = ws_limits(self.settings)
             return await websockets.serve(
                 partial(self._ws_connected, listener_name=listener_name),
                 address,
                 port,
                 ssl=ssl_context,
                 subprotocols=[websockets.Subprotocol("mqtt")],
-                max_size=self.settings.max_packet_bytes + 8,
+                max_size=limits.max_size,
+                max_queue=limits.max_queue,
             )
         raise ConfigError(f"unsupported listener type {listener_type}")
 
@@ -640,8 +642,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
             if isinstance(body, dict) and isinstance(body.get("id"), str):
                 ref = body["id"][:64]
         except (ValueError, UnicodeDecodeError, RecursionError):
-            # RecursionError: a payload of nested brackets; the error then names no request.
-            ref = None
+            # Truncated (the head of an oversize PUBLISH) or nested too deep: look at its start.
+            ref = peek_request_id(payload)
         error = ErrorPayload(ref=ref, code=code, message=message)
         self.hub.publish_local(inbox_topic(identity.user, InboxKind.ERROR), error.to_json(), qos=1)
 
@@ -669,6 +671,10 @@ class MqimBroker(Broker):  # type: ignore[misc]
         self, topic_filter: str, callback: Callable[[str, bytes], None]
     ) -> Callable[[], None]:
         return self.hub.attach_listener(topic_filter, callback)
+
+    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
+        """Consume publishes matching `topic_filter`, taking each publisher's hold (see `Hub.route`)."""
+        return self.hub.attach_consumer(topic_filter, callback)
 
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         self.hub.publish_local(topic, payload, qos=qos, retain=retain)

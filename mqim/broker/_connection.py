@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from mqim.acl import Action, Identity, is_valid_filter
 from mqim.broker import _codec as c
 from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
+from mqim.broker._holds import Hold
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
 from mqim.broker._shared import acl_filter
@@ -29,6 +30,12 @@ if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
 
 log = logging.getLogger("mqim.broker.connection")
+
+
+_PAUSE_WRITE = 1  # the client reads slower than we write
+_PAUSE_HELD = 2  # the broker holds too many publishes for the logic (Hub back-pressure)
+_PAUSE_OWED = 4  # this connection is owed too many acknowledgements
+_HOLD_BACK = _PAUSE_HELD | _PAUSE_OWED  # reasons to stop handling packets already read
 
 
 class State(Enum):
@@ -47,6 +54,7 @@ class MqttConnection(asyncio.Protocol):
         "_clean_disconnect",
         "_deferred",
         "_out",
+        "_read_paused",
         "broker",
         "close_reason",
         "closing",
@@ -73,7 +81,10 @@ class MqttConnection(asyncio.Protocol):
         self.state = State.AWAIT_CONNECT
         self.transport: asyncio.BaseTransport | None = None
         self.writable = True
-        self.decoder = c.PacketDecoder(max_packet_bytes=broker.settings.max_packet_bytes)
+        self.decoder = c.PacketDecoder(
+            max_packet_bytes=broker.settings.max_packet_bytes,
+            hard_limit_bytes=broker.settings.max_publish_discard_bytes,
+        )
         self.session: Session | None = None
         self.identity: Identity | None = None
         self.connect: c.Connect | None = None
@@ -82,9 +93,11 @@ class MqttConnection(asyncio.Protocol):
         self.last_rx = self.opened_at
         self.peer: str = "?"
         self.over_limit = False
-        self._backlog: list[tuple[int, int, bytes]] = []
+        self._backlog: list[c.Frame] = []
         self._out: list[bytes] | None = None  # bytes written this loop tick, sent by _flush
-        self._deferred: deque[tuple[int, bytes]] | None = None  # (commit generation, ack bytes)
+        # Acknowledgements waiting, in arrival order: (commit generation or 0, hold or None, bytes).
+        self._deferred: deque[tuple[int, Hold | None, bytes]] | None = None
+        self._read_paused = 0  # why reading is paused: bits _PAUSE_WRITE, _PAUSE_HELD, _PAUSE_OWED
         self._clean_disconnect = False
         self.closing = False
         self.close_reason = ""
@@ -119,10 +132,29 @@ class MqttConnection(asyncio.Protocol):
                 if self.state is State.AWAIT_CONNECT and self._backlog:
                     self._on_first_packet()
                 return
-            for packet_type, flags, body in frames:
-                if self.closing:
-                    return  # nothing is read after DISCONNECT or a violation
-                self._dispatch(packet_type, flags, body)
+            if self._backlog:
+                self._backlog.extend(frames)  # behind frames held back by back-pressure
+                return
+            self._run_frames(frames)
+        except ProtocolViolation as exc:
+            self._violation(str(exc))
+
+    def _run_frames(self, frames: list[c.Frame]) -> None:
+        for index, (packet_type, flags, body) in enumerate(frames):
+            if self.closing:
+                return  # nothing is read after DISCONNECT or a violation
+            if self._read_paused & _HOLD_BACK:
+                # Back-pressure: the rest of what was read waits (one read's worth at most).
+                self._backlog.extend(frames[index:])
+                return
+            self._dispatch(packet_type, flags, body)
+
+    def _run_backlog(self) -> None:
+        if self.state is not State.CONNECTED or self._read_paused & _HOLD_BACK or not self._backlog:
+            return
+        backlog, self._backlog = self._backlog, []
+        try:
+            self._run_frames(backlog)
         except ProtocolViolation as exc:
             self._violation(str(exc))
 
@@ -130,6 +162,7 @@ class MqttConnection(asyncio.Protocol):
         was_connected = self.state is State.CONNECTED
         self.state = State.CLOSED
         self.hub.committer.forget(self)
+        self.hub.forget_reader(self)
         session = self.session
         if was_connected and session is not None and session.conn is self:
             if not self._clean_disconnect:
@@ -141,15 +174,32 @@ class MqttConnection(asyncio.Protocol):
         # The client reads slower than we write: stop writing to it (messages stay queued,
         # QoS 0 is dropped) and stop reading from it so it cannot make us buffer without bound.
         self.writable = False
-        if isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.pause_reading()
+        self._pause_reading(_PAUSE_WRITE)
 
     def resume_writing(self) -> None:
         self.writable = True
-        if isinstance(self.transport, asyncio.ReadTransport) and self.state is not State.CLOSED:
-            self.transport.resume_reading()
+        self._resume_reading(_PAUSE_WRITE)
         if self.session is not None and self.session.conn is self:
             self.session.pump()
+
+    def _pause_reading(self, why: int) -> None:
+        was = self._read_paused
+        self._read_paused = was | why
+        if not was and isinstance(self.transport, asyncio.ReadTransport):
+            self.transport.pause_reading()
+
+    def _resume_reading(self, why: int) -> None:
+        was = self._read_paused
+        self._read_paused = was & ~why
+        if was and not self._read_paused and self.state is State.CONNECTED:
+            if self._backlog:
+                self.broker.loop.call_soon(self._run_backlog)
+            if isinstance(self.transport, asyncio.ReadTransport):
+                self.transport.resume_reading()
+
+    def resume_publishing(self) -> None:
+        """The broker holds few enough publishes again (`Hub` back-pressure)."""
+        self._resume_reading(_PAUSE_HELD)
 
     # -- output --------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -196,7 +246,7 @@ class MqttConnection(asyncio.Protocol):
     # -- CONNECT -------------------------------------------------------------------------------
     def _on_first_packet(self) -> None:
         packet_type, flags, body = self._backlog.pop(0)
-        if packet_type != c.CONNECT:
+        if packet_type != c.CONNECT or isinstance(body, c.Oversize):
             raise ProtocolViolation("first packet is not CONNECT (MQTT-3.1.0-1)")
         try:
             connect = c.decode_connect(flags, body)
@@ -303,19 +353,15 @@ class MqttConnection(asyncio.Protocol):
         hub.connected(session, self)
         if isinstance(self.transport, asyncio.ReadTransport):
             self.transport.resume_reading()
-        backlog, self._backlog = self._backlog, []
-        try:
-            for packet_type, flags, body in backlog:
-                if self.closing:
-                    return
-                self._dispatch(packet_type, flags, body)
-        except ProtocolViolation as exc:
-            self._violation(str(exc))
+        self._run_backlog()
 
     # -- packets after CONNECT -----------------------------------------------------------------
-    def _dispatch(self, packet_type: int, flags: int, body: bytes) -> None:
+    def _dispatch(self, packet_type: int, flags: int, body: bytes | c.Oversize) -> None:
         session = self.session
         assert session is not None
+        if isinstance(body, c.Oversize):
+            self._on_oversize(body)
+            return
         if packet_type == c.PUBLISH:
             self._on_publish(session, c.decode_publish(flags, body))
         elif packet_type == c.PUBACK:
@@ -379,44 +425,94 @@ class MqttConnection(asyncio.Protocol):
             if len(session.incoming_qos2) >= self.broker.settings.max_inflight:
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
             session.note_incoming_qos2(pub.packet_id or 0)
-        durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain)
-        if hub.last_route_refused:
-            # 3.1.1 has no negative PUBACK: the sender learns it on its error topic, with its id.
-            self.broker.tell_error(
-                identity,
-                pub.payload,
-                ErrorCode.RATE_LIMITED,
-                "the service is overloaded; request not queued, retry",
-            )
+        # PUBACK means durably accepted (DESIGN.md section 4): consumers that must store the
+        # message first (the logic service, a worker, a bridge outbox) take this hold.
+        hold = Hold(waiter=self, counter=hub) if pub.qos else None
+        durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain, hold=hold)
         if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
             durable = True
-        self._ack_publish(pub, durable=durable)
+        if hold is not None and hold.taken:
+            self._ack_publish(pub, durable=durable, hold=hold)
+            if hub.saturated(self):
+                self._pause_reading(_PAUSE_HELD)
+        else:
+            self._ack_publish(pub, durable=durable)
+        deferred = self._deferred
+        if deferred and len(deferred) >= self.broker.settings.max_unacked_publishes:
+            self._pause_reading(_PAUSE_OWED)
 
-    def _ack_publish(self, pub: c.Publish, *, durable: bool) -> None:
+    def _on_oversize(self, big: c.Oversize) -> None:
+        """A PUBLISH above `max_packet_bytes` was read and discarded without buffering it.
+
+        It is acknowledged (PUBACK / PUBREC) so a client that stores its QoS 1 messages moves
+        on instead of sending it again after every reconnect, and the user is told `too_large`
+        with the request id when the first bytes carry one. The connection stays open.
+        """
+        self.hub.counters.oversize_discarded += 1
+        identity = self.identity
+        assert identity is not None
+        limit = self.broker.settings.max_packet_bytes
+        if identity.kind == "user":
+            message = f"message of {big.length} bytes exceeds the {limit}-byte packet limit; it was discarded"
+            self.broker.tell_error(identity, big.payload_head, ErrorCode.TOO_LARGE, message)
+        if big.qos == 1:
+            self._ack(c.encode_ack(c.PUBACK, big.packet_id or 0), durable=False)
+        elif big.qos == 2:
+            self._ack(c.encode_ack(c.PUBREC, big.packet_id or 0), durable=False)
+
+    def _ack_publish(self, pub: c.Publish, *, durable: bool, hold: Hold | None = None) -> None:
         if pub.qos == 1:
-            self._ack(c.encode_ack(c.PUBACK, pub.packet_id or 0), durable=durable)
+            self._ack(c.encode_ack(c.PUBACK, pub.packet_id or 0), durable=durable, hold=hold)
         elif pub.qos == 2:
-            self._ack(c.encode_ack(c.PUBREC, pub.packet_id or 0), durable=durable)
+            self._ack(c.encode_ack(c.PUBREC, pub.packet_id or 0), durable=durable, hold=hold)
 
-    def _ack(self, data: bytes, *, durable: bool) -> None:
+    def _ack(self, data: bytes, *, durable: bool, hold: Hold | None = None) -> None:
         # Acknowledgements leave in the order their packets arrived (MQTT-4.6.0-2), so once one
-        # waits for a commit, those behind it wait too.
+        # waits for a commit or a hold, those behind it wait too.
         committer = self.hub.committer
-        if (durable and committer.durable) or self._deferred:
+        durable = durable and committer.durable
+        if durable or hold is not None or self._deferred:
             if self._deferred is None:
                 self._deferred = deque()
-            self._deferred.append((committer.wait(self), data))
+            self._deferred.append((committer.wait(self) if durable else 0, hold, data))
         else:
             self.write(data)
 
     def release_acks(self, committed: int) -> None:
+        """Send the acknowledgements whose commit is durable and whose holds are settled, in order."""
         deferred = self._deferred
-        if deferred is None:
+        if not deferred:
             return
-        while deferred and deferred[0][0] <= committed:
-            self.write(deferred.popleft()[1])
-        if deferred:
-            self.hub.committer.wait(self)
+        while deferred:
+            generation, hold, data = deferred[0]
+            if generation > committed:
+                self.hub.committer.wait(self)  # the front waits for a commit: be told of it
+                break
+            if hold is not None and hold.taken:
+                break  # hold_settled() calls again
+            deferred.popleft()
+            self.write(data)
+        low_water = self.broker.settings.max_unacked_publishes // 2
+        if self._read_paused & _PAUSE_OWED and len(deferred) < low_water:
+            self._resume_reading(_PAUSE_OWED)
+
+    def hold_settled(self, hold: Hold) -> None:
+        """Every consumer of a held publish has it durably (`HoldWaiter`)."""
+        deferred = self._deferred
+        if deferred and deferred[0][1] is hold:
+            self.release_acks(self.hub.committer.committed)
+
+    def hold_failed(self, hold: Hold) -> None:
+        """A consumer lost a held publish before storing it (`HoldWaiter`).
+
+        MQTT 3.1.1 has no negative acknowledgement: the PUBACK is never sent and the connection
+        closes, so the client sends the message again (with DUP) when it reconnects
+        (MQTT-4.4.0-1); acknowledging it would lose it.
+        """
+        if self.state is State.CLOSED:
+            return
+        log.warning("closing %s: an uplink was lost before it was stored; the client resends it", self.peer)
+        self.close("uplink not stored; reconnect and resend")
 
     def _on_subscribe(self, session: Session, pid: int, topics: list[tuple[str, int]]) -> None:
         hub = self.hub

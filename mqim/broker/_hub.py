@@ -20,11 +20,12 @@ from typing import Protocol
 
 from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset, topic_matches
 from mqim.broker._codec import encode_str
+from mqim.broker._holds import Hold
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
-from mqim.broker._shared import SharedIndex
+from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
 from mqim.storage import RetainedRecord, SessionStore, StoredSession
 
@@ -40,6 +41,16 @@ def group_of(topic_or_filter: str) -> str | None:
     if len(levels) < 4 or tuple(levels[:3]) != _GROUP_LEVELS or levels[3] in ("+", "#", ""):
         return None
     return levels[3]
+
+
+ConsumerCallback = Callable[[str, bytes, Hold | None], None]
+"""An in-process consumer: `(topic, payload, hold)`; it must settle or fail a hold it is given."""
+
+
+class Reader(Protocol):
+    """A publisher's connection the hub may pause for back-pressure."""
+
+    def resume_publishing(self) -> None: ...
 
 
 class HubObserver(Protocol):
@@ -67,6 +78,7 @@ class Counters:
     connections_refused: int = 0
     retained_refused: int = 0
     refused_full: int = 0
+    oversize_discarded: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -98,10 +110,13 @@ class Hub:
         self.retained = RetainedIndex()
         self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
         self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
+        self._consumers: dict[int, ConsumerCallback] = {}
+        self._has_listeners = False
+        self.held = 0  # holds in force: publishes whose PUBACK waits for a consumer
+        self._paused: set[Reader] = set()
         self._listener_ids = itertools.count(1)
         self._topic_cache: dict[str, bytes] = {}
         self.counters = Counters()
-        self.last_route_refused = False  # set by route(): a full service queue refused a copy
         self.observers: list[HubObserver] = []
         self.auto_subscriptions = auto_subscriptions
         self.committer = Committer(store=store)
@@ -170,17 +185,20 @@ class Hub:
         origin: Session | None = None,
         retain: bool = False,
         forwarded: bool = False,
+        hold: Hold | None = None,
     ) -> bool:
         """Deliver a published message to every matching session and in-process listener.
 
         `retain` is the flag as published: bridge sessions get it as is (retain-as-published, so
         the remote broker keeps it retained too); other sessions get 0 (MQTT-3.3.1-9).
 
+        `hold` is the publisher's PUBACK: in-process consumers and logic workers' sessions take
+        it, and the publisher's connection sends the PUBACK once all of them settled it.
+
         Returns True when a durable write was queued (a persistent session got a QoS>0 copy):
         the publisher's acknowledgement must then wait for the next commit.
         """
         self.counters.published += 1
-        self.last_route_refused = False
         durable = False
         targets = self.index.match(topic)
         if targets:
@@ -200,22 +218,31 @@ class Hub:
                 # MQTT-3.3.5-1 / 3.8.4-6: delivery QoS is min(publish QoS, subscription QoS).
                 out_qos = qos if qos < sub_qos else sub_qos
                 evicted = session.deliver(
-                    topic, topic_enc, payload, out_qos, retain=retain and session.is_bridge
+                    topic, topic_enc, payload, out_qos, retain=retain and session.is_bridge, hold=hold
                 )
                 if evicted == REFUSED:
                     self.counters.refused_full += 1
-                    self.last_route_refused = True
+                    if self.counters.refused_full & (self.counters.refused_full - 1) == 0:
+                        log.warning(
+                            "worker session %r full: %d unheld messages refused so far",
+                            client_id,
+                            self.counters.refused_full,
+                        )
                     continue
                 if out_qos and session.persistent:
                     durable = True
                 self.counters.delivered += 1
                 if evicted:
                     self._overflowed(session, evicted)
-        if self._listener_callbacks:
+        if self._has_listeners:
             for listener_id in self.listeners.match(topic):
                 callback = self._listener_callbacks.get(listener_id)
                 if callback is not None:
                     callback(topic, payload)
+                    continue
+                consumer = self._consumers.get(listener_id)
+                if consumer is not None:
+                    consumer(topic, payload, hold.take() if hold is not None else None)
         # A message that came from another node is not forwarded again (no loops).
         if self.forwarder is not None and not forwarded and self.forwarder(topic, payload, qos, retain):
             durable = True
@@ -440,10 +467,51 @@ class Hub:
         session.detach(time.time())
         for observer in self.observers:
             observer.session_disconnected(session)
+        if session.is_service:
+            self._hand_over_held(session)
         if session.persistent:
             self._save(session)
         else:
             self.drop_session(session)
+
+    def _hand_over_held(self, session: Session) -> None:
+        """A logic worker left: give its held requests to another connected member of its share.
+
+        A request delivered through `$share/{group}/...` belongs to the group, not to one
+        worker: another connected member takes it (and the hold), so its sender's PUBACK does
+        not wait for this worker to come back. A worker's plain subscription keeps its requests
+        (persistent: redelivered when it reconnects; clean: failed, the senders resend).
+        """
+        shares = [f for f in session.subscriptions if parse_shared(f) is not None]
+        if not shares:
+            return
+        moved = 0
+        for msg in session.held():
+            if msg.released:
+                continue  # QoS 2 past PUBREC: the worker has it; only its PUBCOMP is missing
+            target = self._other_member(session, shares, msg.topic)
+            if target is None:
+                continue
+            hold = msg.hold
+            session.release_held(msg)
+            target.deliver(msg.topic, msg.topic_enc, msg.payload, msg.qos, hold=hold)
+            if hold is not None:
+                hold.settle()  # the target took it; this session's share of the hold ends
+            moved += 1
+        if moved:
+            self.committer.kick()
+            log.info("worker %r left: %d held requests handed to other workers", session.client_id, moved)
+
+    def _other_member(self, session: Session, shares: list[str], topic: str) -> Session | None:
+        for share_filter in shares:
+            shared = parse_shared(share_filter)
+            if shared is None or not topic_matches(shared[1], topic):
+                continue
+            for client_id in self.index.share_groups().get(share_filter, ()):
+                other = self.sessions.get(client_id)
+                if other is not None and other is not session and other.conn is not None:
+                    return other
+        return None
 
     def drop_session(self, session: Session) -> None:
         """Forget a session, its subscriptions and queue."""
@@ -452,6 +520,11 @@ class Hub:
         for topic_filter in session.subscriptions:
             self.index.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
+        failed = session.fail_held()
+        if failed:
+            log.warning(
+                "session %r dropped with %d held requests: their senders resend", session.client_id, failed
+            )
         if session.persistent and self.store is not None:
             self.store.delete_session(session.client_id)
 
@@ -474,13 +547,54 @@ class Hub:
     ) -> Callable[[], None]:
         listener_id = next(self._listener_ids)
         self._listener_callbacks[listener_id] = callback
+        self._listener_callbacks_changed()
         self.listeners.add(listener_id, topic_filter, 2)
 
         def detach() -> None:
             self._listener_callbacks.pop(listener_id, None)
             self.listeners.remove(listener_id, topic_filter)
+            self._listener_callbacks_changed()
 
         return detach
+
+    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
+        """Like `attach_listener`, for a consumer that takes the publisher's hold (see route)."""
+        listener_id = next(self._listener_ids)
+        self._consumers[listener_id] = callback
+        self._listener_callbacks_changed()
+        self.listeners.add(listener_id, topic_filter, 2)
+
+        def detach() -> None:
+            self._consumers.pop(listener_id, None)
+            self.listeners.remove(listener_id, topic_filter)
+            self._listener_callbacks_changed()
+
+        return detach
+
+    def _listener_callbacks_changed(self) -> None:
+        # route() skips the listener index while no listener or consumer exists.
+        self._has_listeners = bool(self._listener_callbacks or self._consumers)
+
+    # -- back-pressure (HoldCounter) -----------------------------------------------------------
+    def hold_opened(self) -> None:
+        self.held += 1
+
+    def hold_closed(self) -> None:
+        self.held -= 1
+        if self._paused and self.held <= self.settings.max_held_uplinks * 9 // 10:
+            paused, self._paused = self._paused, set()
+            for reader in paused:
+                reader.resume_publishing()
+
+    def saturated(self, reader: Reader) -> bool:
+        """Whether too many publishes are held; if so `reader` is resumed when enough settle."""
+        if self.held < self.settings.max_held_uplinks:
+            return False
+        self._paused.add(reader)
+        return True
+
+    def forget_reader(self, reader: Reader) -> None:
+        self._paused.discard(reader)
 
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         if retain:

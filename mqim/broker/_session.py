@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from mqim.acl import Identity
 from mqim.broker._codec import PUBREL, encode_ack, encode_publish, encode_str
+from mqim.broker._exceptions import ProtocolViolation
+from mqim.broker._holds import Hold
 from mqim.storage import QueuedMessage, SessionStore
 
 if TYPE_CHECKING:
@@ -32,7 +34,7 @@ class Writer(Protocol):
 
 
 REFUSED = -1
-"""`Session.deliver` result: a full service-account queue did not take the message."""
+"""`Session.deliver` result: a full service-account queue did not take a message nobody holds."""
 
 _NO_PENDING: deque[Outgoing] = deque()
 """Placeholder `Session.pending` of sessions that never queued anything; always empty."""
@@ -43,10 +45,18 @@ _NO_IDS: set[int] = set()
 class Outgoing:
     """A queued QoS 1/2 delivery."""
 
-    __slots__ = ("payload", "pid", "qid", "qos", "released", "retain", "topic", "topic_enc")
+    __slots__ = ("hold", "payload", "pid", "qid", "qos", "released", "retain", "topic", "topic_enc")
 
     def __init__(
-        self, *, qid: int, topic: str, topic_enc: bytes, payload: bytes, qos: int, retain: bool
+        self,
+        *,
+        qid: int,
+        topic: str,
+        topic_enc: bytes,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        hold: Hold | None = None,
     ) -> None:
         self.qid = qid
         self.topic = topic
@@ -56,6 +66,9 @@ class Outgoing:
         self.retain = retain
         self.pid = 0  # 0: pending, not sent on this connection
         self.released = False  # QoS 2: PUBREC received, PUBREL sent, waiting for PUBCOMP
+        # A logic worker's copy of an uplink: the sender's PUBACK waits for this session's
+        # acknowledgement, which the worker sends after its commit (see _holds.py).
+        self.hold = hold
 
     @property
     def size(self) -> int:
@@ -123,12 +136,31 @@ class Session:
         return self.identity.user if self.identity is not None else None
 
     # -- delivery ------------------------------------------------------------------------------
-    def deliver(self, topic: str, topic_enc: bytes, payload: bytes, qos: int, *, retain: bool = False) -> int:
+    @property
+    def is_service(self) -> bool:
+        """Whether this is a logic worker's session (a service account)."""
+        identity = self.identity
+        return identity is not None and identity.kind == "service"
+
+    def deliver(
+        self,
+        topic: str,
+        topic_enc: bytes,
+        payload: bytes,
+        qos: int,
+        *,
+        retain: bool = False,
+        hold: Hold | None = None,
+    ) -> int:
         """Deliver or queue one message at the already-downgraded `qos`.
 
+        A service session takes `hold` (the sender's PUBACK then waits for this session's
+        acknowledgement) and never evicts or refuses a held message: what is held is bounded by
+        the broker's back-pressure on the senders instead. Other sessions ignore `hold`.
+
         Returns the number of entries evicted to respect the queue bounds (the caller then
-        tells the session to sync), or `REFUSED` when a service session's full queue refused
-        the message. Durable writes are queued on the session store.
+        tells the session to sync), or `REFUSED` when a service session's full queue refused a
+        message nobody holds. Durable writes are queued on the session store.
         """
         conn = self.conn
         if qos == 0:
@@ -140,13 +172,24 @@ class Session:
             return 0
         if conn is None and not self.persistent:
             return 0
-        identity = self.identity
-        if identity is not None and identity.kind == "service" and self._full(len(payload) + len(topic_enc)):
-            # A logic worker's queue holds requests nobody else has: evicting the oldest would
-            # lose acknowledged uplinks. It refuses the newest instead; the publisher is told.
-            return REFUSED
+        service = self.is_service
+        if service:
+            if hold is not None:
+                hold = hold.take()
+            elif self._full(len(payload) + len(topic_enc)):
+                # A logic worker's queue holds requests nobody else has: evicting the oldest
+                # would lose them. A message nobody holds is refused instead (and counted).
+                return REFUSED
+        else:
+            hold = None
         msg = Outgoing(
-            qid=self._next_qid, topic=topic, topic_enc=topic_enc, payload=payload, qos=qos, retain=retain
+            qid=self._next_qid,
+            topic=topic,
+            topic_enc=topic_enc,
+            payload=payload,
+            qos=qos,
+            retain=retain,
+            hold=hold,
         )
         self._next_qid += 1
         self.queue[msg.qid] = msg
@@ -156,7 +199,7 @@ class Session:
             self.store.enqueue(
                 self.client_id, QueuedMessage(qid=msg.qid, topic=topic, payload=payload, qos=qos)
             )
-        evicted = self._enforce_bounds()
+        evicted = 0 if service else self._enforce_bounds()
         self.pump()
         return evicted
 
@@ -233,7 +276,7 @@ class Session:
             return
         pending = self.pending
         inflight = self.inflight
-        window = self.settings.max_inflight
+        window = self.settings.max_inflight_service if self.is_service else self.settings.max_inflight
         while pending and conn.writable and len(inflight) < window:
             msg = pending.popleft()
             pid = self._alloc_pid()
@@ -256,32 +299,86 @@ class Session:
 
     # -- acknowledgements ----------------------------------------------------------------------
     def on_puback(self, pid: int) -> Outgoing | None:
-        """QoS 1 delivery acknowledged: drop it from the queue. Returns the message, if known."""
+        """QoS 1 delivery acknowledged: drop it from the queue. Returns the message, if known.
+
+        An id not in flight is ignored (a late duplicate after a resend); a PUBACK for a QoS 2
+        delivery is a protocol violation (MQTT-4.3.3, MQTT-4.8.0-1: the connection closes).
+        """
         msg = self.inflight.get(pid)
-        if msg is None or msg.qos != 1:
+        if msg is None:
             return None
+        if msg.qos != 1:
+            raise ProtocolViolation(f"PUBACK for QoS 2 delivery {pid} (MQTT-4.3.3-1)")
         del self.inflight[pid]
         self._forget(msg)
+        self._settle(msg)
         self.pump()
         return msg
 
     def on_pubrec(self, pid: int) -> Outgoing | None:
-        """QoS 2 step 2: the client has the message; answer PUBREL and keep the id until PUBCOMP."""
+        """QoS 2 step 2: the client has the message; answer PUBREL and keep the id until PUBCOMP.
+
+        A PUBREC for a QoS 1 delivery is a protocol violation (MQTT-4.3.2, MQTT-4.8.0-1); one for
+        an id not in flight (a late duplicate) still gets its PUBREL so the client can finish.
+        """
         msg = self.inflight.get(pid)
+        if msg is not None and msg.qos != 2:
+            raise ProtocolViolation(f"PUBREC for QoS 1 delivery {pid} (MQTT-4.3.2-1)")
         if self.conn is not None:
             self.conn.write(encode_ack(PUBREL, pid))
-        if msg is None or msg.qos != 2 or msg.released:
+        if msg is None or msg.released:
             return None
         msg.released = True
         self._forget(msg)
         return msg
 
     def on_pubcomp(self, pid: int) -> None:
-        """QoS 2 step 4: the packet id is free again."""
+        """QoS 2 step 4: the packet id is free again.
+
+        A PUBCOMP for a QoS 1 delivery, or before its PUBREC, is a protocol violation
+        (MQTT-4.3.3-1, MQTT-4.8.0-1).
+        """
         msg = self.inflight.get(pid)
-        if msg is not None and msg.released:
-            del self.inflight[pid]
-            self.pump()
+        if msg is None:
+            return
+        if msg.qos != 2 or not msg.released:
+            raise ProtocolViolation(f"PUBCOMP for delivery {pid} without PUBREC (MQTT-4.3.3-1)")
+        del self.inflight[pid]
+        self._settle(msg)  # a worker completes QoS 2 only once it has processed the message
+        self.pump()
+
+    @staticmethod
+    def _settle(msg: Outgoing) -> None:
+        hold = msg.hold
+        if hold is not None:
+            msg.hold = None
+            hold.settle()
+
+    def held(self) -> list[Outgoing]:
+        """The queued messages whose senders wait for this session (a logic worker's)."""
+        return [msg for msg in self.queue.values() if msg.hold is not None] + [
+            msg for msg in self.inflight.values() if msg.released and msg.hold is not None
+        ]
+
+    def release_held(self, msg: Outgoing) -> None:
+        """Take a held message out of this session (it moves to another worker)."""
+        if msg.pid and self.inflight.get(msg.pid) is msg:
+            del self.inflight[msg.pid]
+        elif msg in self.pending:
+            self.pending = deque(m for m in self.pending if m is not msg)
+        msg.hold = None
+        self._forget(msg)
+
+    def fail_held(self) -> int:
+        """This session is going away with held messages: their senders must resend them."""
+        failed = 0
+        for msg in self.held():
+            hold = msg.hold
+            if hold is not None:
+                msg.hold = None
+                hold.fail()
+                failed += 1
+        return failed
 
     def _forget(self, msg: Outgoing) -> None:
         if self.queue.pop(msg.qid, None) is not None:

@@ -21,6 +21,14 @@ class BrokerSettings:
             so this is also the largest WebSocket message accepted. Not above `max_packet_bytes`:
             every packet over `max_packet_bytes` closes the connection.
         max_inflight: Unacknowledged QoS 1/2 deliveries per session (the send window).
+        max_inflight_service: The send window of a logic worker's session (a service account):
+            the requests a worker may hold unacknowledged while it processes a batch.
+        max_held_uplinks: Client publishes whose PUBACK waits for a consumer (the logic service,
+            a worker, a bridge outbox) across the broker; at this bound the broker stops reading
+            from every publisher until a tenth of them are settled (back-pressure, not refusal).
+        max_unacked_publishes: PUBACKs one connection may be owed at once; beyond it the broker
+            stops reading from that connection until they are sent (a client ignoring its own
+            in-flight window cannot make the broker hold more).
         max_queue_messages: Undelivered QoS 1/2 messages kept per session; the oldest leave first.
         max_queue_bytes: Payload bytes kept per session queue.
         session_expiry_s: A disconnected persistent session is forgotten after this long.
@@ -57,6 +65,9 @@ class BrokerSettings:
     max_packet_bytes: int = 256 * 1024
     max_publish_discard_bytes: int = 16 * 1024 * 1024
     max_inflight: int = 100
+    max_inflight_service: int = 1_000
+    max_held_uplinks: int = 20_000
+    max_unacked_publishes: int = 1_000
     max_queue_messages: int = 10_000
     max_queue_bytes: int = 16 * 1024 * 1024
     session_expiry_s: float = 7 * 24 * 3600

@@ -80,12 +80,12 @@ async def start_embedded_logic(
 ) -> LogicService:
     """Run the logic service on an in-process bus, owned by `tasks`, stopped with `stack`.
 
-    On the way out the service first drains what the bus holds (requests already acknowledged
-    at the MQTT level), bounded by `DRAIN_TIMEOUT_S`, then is cancelled.
+    On the way out the service first drains what the bus holds, bounded by `DRAIN_TIMEOUT_S`,
+    then is cancelled; requests still unprocessed then were never acknowledged to their
+    senders (PUBACK waits for the commit), so they resend them.
     """
     bus = InProcessBus(port=broker)
     logic = LogicService(storage=storage, bus=bus, limits=limits, membership=membership)
-    bus.on_overflow = logic.reject_overflow
     await stack.enter_async_context(bus)
     service = tasks.create_task(logic.run(), name=name)
     stack.callback(service.cancel)

@@ -120,6 +120,13 @@ class LimitsConfig(_Section):
     """Concurrent connections per listener; None means only `max_connections` applies."""
     max_inflight: PositiveInt = 100
     """Unacknowledged QoS 1/2 messages in flight to one client."""
+    max_inflight_service: PositiveInt = 1000
+    """Unacknowledged requests in flight to one logic worker (`mqim logic`)."""
+    max_held_uplinks: PositiveInt = 20000
+    """Client publishes whose PUBACK waits for the logic (stored) at once, all clients together;
+    at this bound the broker stops reading from publishers until some are settled."""
+    max_unacked_publishes: PositiveInt = 1000
+    """PUBACKs one connection may be owed at once; beyond it the broker stops reading from it."""
     max_queue_messages: PositiveInt = 10000
     """Messages queued for one offline persistent session."""
     max_queue_bytes: PositiveInt = 16 * _MIB

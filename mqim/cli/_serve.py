@@ -21,7 +21,11 @@ def broker_settings(config: MqimConfig) -> BrokerSettings:
     return BrokerSettings(
         max_connections=limits.max_connections,
         max_packet_bytes=limits.max_packet_bytes,
+        max_publish_discard_bytes=limits.max_publish_discard_bytes,
         max_inflight=limits.max_inflight,
+        max_inflight_service=limits.max_inflight_service,
+        max_held_uplinks=limits.max_held_uplinks,
+        max_unacked_publishes=limits.max_unacked_publishes,
         max_queue_messages=limits.max_queue_messages,
         max_queue_bytes=limits.max_queue_bytes,
         session_expiry_s=float(limits.session_expiry_s),

@@ -1,6 +1,6 @@
 """The IM service: one handler per request kind, talking to the world through a `Bus` and `Storage`."""
 
-from mqim.logic._bus import BrokerPort, Bus, Inbound
+from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable, LogicError, RequestRejected
 from mqim.logic._follower import (
     STAMP_NAME,
@@ -29,6 +29,7 @@ __all__ = [
     "LogicService",
     "MembershipFollower",
     "MqttBus",
+    "Receipt",
     "RequestRejected",
     "load_membership",
     "read_memberships",

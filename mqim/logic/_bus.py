@@ -7,25 +7,54 @@ Two implementations: `InProcessBus` over a `BrokerPort` (the embedded server, no
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
 
+class Receipt(Protocol):
+    """The broker's hold on one uplink: its sender's PUBACK waits until it is settled.
+
+    The service settles a request once it is durable (stored, or recognised as a duplicate) and
+    fails it when it can never be (the sender must resend). Exactly one of the two, once.
+    """
+
+    def settle(self) -> None: ...
+
+    def fail(self) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Inbound:
-    """One message received from the broker."""
+    """One message received from the broker.
+
+    `receipt` is how the bus acknowledges it to the broker (None when nobody waits, as for
+    QoS 0); the service hands it back through `Bus.settle` or `Bus.fail`.
+    """
 
     topic: str
     payload: bytes
+    receipt: Receipt | None = field(default=None, compare=False)
+
+
+ConsumerCallback = Callable[[str, bytes, Receipt | None], None]
+"""Called by the broker with `(topic, payload, receipt)` for each publish a consumer takes."""
 
 
 class BrokerPort(Protocol):
     """What an in-process broker offers the logic service (implemented by `mqim.broker`).
 
-    Both methods are synchronous: the broker routes in-process without awaiting.
+    All methods are synchronous: the broker routes in-process without awaiting.
     """
+
+    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
+        """Like `attach_listener`, but the consumer takes responsibility for each publish.
+
+        For a QoS 1/2 publish from a client, `callback` gets a `Receipt`: the sender's PUBACK
+        waits until it is settled. Returns a function that detaches the consumer.
+        """
+        ...
 
     def attach_listener(
         self, topic_filter: str, callback: Callable[[str, bytes], None]
@@ -68,6 +97,23 @@ class Bus(abc.ABC):
     @abc.abstractmethod
     async def receive_batch(self, max_items: int) -> list[Inbound]:
         """Wait for at least one inbound message and return up to `max_items`, in arrival order."""
+
+    def settle(self, items: Sequence[Inbound]) -> None:
+        """Tell the broker these requests are durable: their senders' PUBACKs may go.
+
+        Synchronous and cheap; items without a receipt are ignored.
+        """
+        for item in items:
+            receipt = item.receipt
+            if receipt is not None:
+                receipt.settle()
+
+    def fail(self, items: Sequence[Inbound]) -> None:
+        """Tell the broker these requests can never be made durable: their senders resend."""
+        for item in items:
+            receipt = item.receipt
+            if receipt is not None:
+                receipt.fail()
 
     @abc.abstractmethod
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:

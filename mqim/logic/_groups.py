@@ -34,7 +34,7 @@ from typing import Any
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, group_event, rejection_reply, user_event
+from mqim.logic._replies import UNAVAILABLE_MESSAGE, Outbound, group_event, rejection_reply, user_event
 from mqim.logic._requests import Uplink
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import parse_request
@@ -74,7 +74,8 @@ def cmd_reply(
         payload = CmdReply(ref=ref, ok=False, error=CmdError(code=error.code, message=error.message))
     else:
         payload = CmdReply(ref=ref, ok=True, result=result or {})
-    return Outbound(inbox_topic(user, InboxKind.CMD), payload.to_json())
+    retry = (user, ref) if error is not None and error.code is ErrorCode.UNAVAILABLE else None
+    return Outbound(inbox_topic(user, InboxKind.CMD), payload.to_json(), retry=retry)
 
 
 class CmdHandler:
@@ -130,7 +131,7 @@ class CmdHandler:
                 continue
             except StorageError:
                 _log.exception("%s by %r failed", request.op, up.sender)
-                error = _fail("the server could not complete the operation; retry", ErrorCode.INTERNAL)
+                error = _fail(UNAVAILABLE_MESSAGE, ErrorCode.UNAVAILABLE)
                 out.append(cmd_reply(up.sender, request.id, error=error))
                 continue
             out.append(cmd_reply(up.sender, request.id, result=result))

@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from mqim.logic._bus import BrokerPort, Bus, Inbound
+from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt
 from mqim.logic._exceptions import BusClosed, BusUnavailable
 from mqim.protocol import UP_FILTER
 
@@ -20,10 +20,16 @@ OverflowCallback = Callable[[str, bytes], None]
 class InProcessBus(Bus):
     """A `Bus` over a `BrokerPort`: the broker calls us synchronously, we publish synchronously.
 
-    Received messages wait in a queue bounded by `max_pending`. A message arriving when it is
-    full is not queued: `overflowed` counts it and `on_overflow(topic, payload)` gets it (the
-    service answers `rate_limited`), so nothing is dropped silently. The broker must call the
-    listener on the event loop this bus was started on (it runs in the same loop).
+    The bus attaches as a consumer: each QoS 1/2 uplink comes with the broker's `Receipt`, and
+    its sender's PUBACK waits until the service settles it (after its commit). That makes the
+    senders' in-flight windows the back-pressure: the broker stops reading from publishers while
+    too many uplinks are unsettled, so this queue stays short under any load.
+
+    Received messages wait in a queue bounded by `max_pending` (a safety bound above the
+    broker's own). A message arriving when it is full is not queued: `overflowed` counts it; one
+    with a receipt is failed (its sender keeps it and resends), one without (QoS 0, at most once)
+    goes to `on_overflow(topic, payload)` if set. The broker must call the consumer on the event
+    loop this bus was started on (it runs in the same loop).
 
     Args:
         port: The broker's in-process port.
@@ -64,7 +70,7 @@ class InProcessBus(Bus):
             return
         self._closed = False
         try:
-            self._detach = self._port.attach_listener(self._topic_filter, self._on_message)
+            self._detach = self._port.attach_consumer(self._topic_filter, self._on_message)
         except Exception as exc:
             raise BusUnavailable(f"cannot attach to the broker port: {exc}") from exc
 
@@ -80,7 +86,9 @@ class InProcessBus(Bus):
         if detach is not None:
             detach()
         if self._pending:
+            # Not acknowledged to their senders: they still hold them and send them again.
             _log.warning("in-process bus stopped with %d unprocessed requests", len(self._pending))
+            self.fail(list(self._pending))
             self._pending.clear()
         self._ready.set()
 
@@ -115,11 +123,14 @@ class InProcessBus(Bus):
             # The port is the boundary to the broker: whatever it raises becomes our error.
             raise BusUnavailable(f"the broker refused a publish to {topic!r}: {exc}") from exc
 
-    def _on_message(self, topic: str, payload: bytes) -> None:
+    def _on_message(self, topic: str, payload: bytes, receipt: Receipt | None) -> None:
         if len(self._pending) >= self._max_pending:
             self.overflowed += 1
             if self.overflowed & (self.overflowed - 1) == 0:  # 1st, 2nd, 4th...: visible, no flood
                 _log.warning("in-process bus full: %d requests refused so far", self.overflowed)
+            if receipt is not None:
+                receipt.fail()  # not acknowledged: the sender still has it and sends it again
+                return
             if self.on_overflow is not None:
                 try:
                     self.on_overflow(topic, payload)
@@ -127,5 +138,5 @@ class InProcessBus(Bus):
                     # We run inside the broker's routing: a failing callback must not break it.
                     _log.exception("on_overflow callback failed for %r", topic[:200])
             return
-        self._pending.append(Inbound(topic=topic, payload=bytes(payload)))
+        self._pending.append(Inbound(topic=topic, payload=bytes(payload), receipt=receipt))
         self._ready.set()

@@ -34,10 +34,14 @@ class MqttBus(Bus):
     and queues what arrives while it is away, so a reconnect loses nothing; each worker needs
     its own `client_id`.
 
-    When the service falls behind, the reader stops reading and aiomqtt's incoming queue (also
-    `max_queued`) fills; a message arriving then is counted in `overflowed` and handed to
-    `on_overflow(topic, payload)` (the service answers `rate_limited`) instead of being
-    dropped silently.
+    Requests are acknowledged to the broker by hand (paho's manual ack), when the service
+    settles them after its commit, not when they arrive: the broker keeps an unacknowledged
+    request in the worker's session (redelivered after a reconnect, or handed to another worker
+    of a shared subscription when this one goes away) and holds its sender's PUBACK until then.
+    The broker's in-flight window for the worker bounds what is outstanding, so aiomqtt's
+    incoming queue (`max_queued`) does not fill in normal operation; should it, a message
+    arriving then is counted in `overflowed` and handed to `on_overflow(topic, payload)`
+    instead of being dropped silently (it stays unacknowledged at the broker).
 
     `publish()` waits up to `publish_timeout` seconds for a connection and for the broker's
     acknowledgement (QoS 1), else raises `BusUnavailable`.
@@ -111,6 +115,8 @@ class MqttBus(Bus):
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._connection = 0  # generation of the current broker connection (packet ids are per connection)
+        self.acked = 0
 
     @property
     def connected(self) -> bool:
@@ -139,6 +145,9 @@ class MqttBus(Bus):
             queue_type=self._incoming_queue_type(),
             max_queued_incoming_messages=self._max_queued,
         )
+        # aiomqtt has no option for it; paho's manual ack is the documented way to acknowledge
+        # a message after processing it (the boundary to the library is this one call).
+        self._client._client.manual_ack_set(True)
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._reader = asyncio.create_task(
             self._read_forever(self._client, first), name=f"mqim-logic-bus:{self._client_id}"
@@ -262,10 +271,18 @@ class MqttBus(Bus):
                         else:
                             first.set_result(None)
                         delay, attempt = self._min_delay, 0
+                        self._connection += 1
+                        connection = self._connection
                         async for message in client.messages:
-                            await self._queue.put(
-                                Inbound(topic=message.topic.value, payload=bytes(message.payload))
+                            receipt = (
+                                _ManualAck(bus=self, connection=connection, mid=message.mid, qos=message.qos)
+                                if message.qos
+                                else None
                             )
+                            inbound = Inbound(
+                                topic=message.topic.value, payload=bytes(message.payload), receipt=receipt
+                            )
+                            await self._queue.put(inbound)
                 except (aiomqtt.MqttError, BusUnavailable) as exc:
                     self._connected.clear()
                     # aiomqtt may turn our cancellation into a timeout while disconnecting.
@@ -296,6 +313,15 @@ class MqttBus(Bus):
             if not self._queue.full():
                 self._queue.put_nowait(None)
 
+    def _ack(self, connection: int, mid: int, qos: int) -> None:
+        client = self._client
+        # A packet id belongs to one connection: after a reconnect the broker resends what was
+        # not acknowledged (with DUP) and the stored request is recognised by its id.
+        if client is None or connection != self._connection or not self._connected.is_set():
+            return
+        client._client.ack(mid, qos)
+        self.acked += 1
+
     async def _stop_reader(self) -> None:
         reader, self._reader = self._reader, None
         if reader is None:
@@ -309,3 +335,22 @@ class MqttBus(Bus):
                 raise
         except Exception:
             _log.exception("the MQTT bus reader failed")
+
+
+class _ManualAck:
+    """The `Receipt` of one request received by an `MqttBus`: settling sends its PUBACK."""
+
+    __slots__ = ("_bus", "_connection", "_mid", "_qos")
+
+    def __init__(self, *, bus: MqttBus, connection: int, mid: int, qos: int) -> None:
+        self._bus = bus
+        self._connection = connection
+        self._mid = mid
+        self._qos = qos
+
+    def settle(self) -> None:
+        self._bus._ack(self._connection, self._mid, self._qos)
+
+    def fail(self) -> None:
+        # Not acknowledged: the broker keeps it for this worker's next connection or another one.
+        return

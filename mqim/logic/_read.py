@@ -9,10 +9,10 @@ from mqim.logic._conv_access import ConvTarget, conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply, rejection_reply, user_event
+from mqim.logic._replies import Outbound, rejection_reply, unavailable_reply, user_event
 from mqim.logic._requests import Uplink
 from mqim.logic._validate import parse_request
-from mqim.protocol import ErrorCode, GroupKind, InboxKind, ReadRequest, Receipt, group_topic, inbox_topic
+from mqim.protocol import GroupKind, InboxKind, ReadRequest, Receipt, group_topic, inbox_topic
 from mqim.storage import ConvState, Storage, StorageError
 
 _log = logging.getLogger(__name__)
@@ -69,11 +69,7 @@ class ReadHandler:
                 out.append(rejection_reply(user, exc))
             except StorageError:
                 _log.exception("moving the read cursor of %r in %r failed", user, conv)
-                out.append(
-                    error_reply(
-                        user, ref=ref, code=ErrorCode.INTERNAL, message="could not store the read; retry"
-                    )
-                )
+                out.append(unavailable_reply(user, ref=ref))
         return out
 
     async def _read(self, user: str, conv: str, seq: int, ref: str | None) -> list[Outbound]:

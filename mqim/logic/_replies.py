@@ -25,11 +25,16 @@ OPS = frozenset({"edit", "recall", "delete"})
 
 @dataclass(frozen=True, slots=True)
 class Outbound:
-    """One message the service publishes."""
+    """One message the service publishes.
+
+    `retry` is set on the answer to a request that storage could not serve (code
+    `unavailable`): `(sender, ref)` of that request, which the service holds and retries.
+    """
 
     topic: str
     payload: bytes
     qos: int = 1
+    retry: tuple[str, str | None] | None = None
 
 
 def delivered_model(record: MessageRecord, *, deleted: bool = False) -> DeliveredMessage:
@@ -77,14 +82,29 @@ def ack_payload(record: MessageRecord) -> bytes:
     ).to_json()
 
 
+UNAVAILABLE_MESSAGE = (
+    "storage is unavailable; the request is held and will be processed when it recovers (no need to resend)"
+)
+"""The text of every `unavailable` error."""
+
+
 def error_payload(*, ref: str | None, code: ErrorCode, message: str) -> bytes:
     """The `ErrorPayload` JSON refusing request `ref` (null when its id could not be read)."""
     return ErrorPayload(ref=ref, code=code, message=message).to_json()
 
 
 def error_reply(user: str, *, ref: str | None, code: ErrorCode, message: str) -> Outbound:
-    """An error for `user` on `im/v1/u/{user}/error`."""
-    return Outbound(inbox_topic(user, InboxKind.ERROR), error_payload(ref=ref, code=code, message=message))
+    """An error for `user` on `im/v1/u/{user}/error` (`unavailable` marks the request for retry)."""
+    return Outbound(
+        inbox_topic(user, InboxKind.ERROR),
+        error_payload(ref=ref, code=code, message=message),
+        retry=(user, ref) if code is ErrorCode.UNAVAILABLE else None,
+    )
+
+
+def unavailable_reply(user: str, *, ref: str | None) -> Outbound:
+    """The `unavailable` error for a request storage could not serve (held and retried)."""
+    return error_reply(user, ref=ref, code=ErrorCode.UNAVAILABLE, message=UNAVAILABLE_MESSAGE)
 
 
 def rejection_reply(user: str, exc: RequestRejected) -> Outbound:

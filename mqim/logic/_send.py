@@ -27,7 +27,14 @@ from typing import Any
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, direct_replies, error_reply, group_replies, rejection_reply
+from mqim.logic._replies import (
+    UNAVAILABLE_MESSAGE,
+    Outbound,
+    direct_replies,
+    group_replies,
+    rejection_reply,
+    unavailable_reply,
+)
 from mqim.logic._requests import Uplink
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import parse_send
@@ -35,8 +42,6 @@ from mqim.protocol import ErrorCode, SendRequest, direct_conv, group_conv
 from mqim.storage import AppendResult, MessageRecord, NewMessage, Storage, StorageError, UserRecord
 
 _log = logging.getLogger(__name__)
-
-_INTERNAL = "the server could not store the message; retry with the same id"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,9 +146,7 @@ class SendHandler:
                 continue
             except StorageError:
                 _log.exception("checking the target of message %r from %r failed", request.id, sender)
-                replies[index] = [
-                    error_reply(sender, ref=request.id, code=ErrorCode.INTERNAL, message=_INTERNAL)
-                ]
+                replies[index] = [unavailable_reply(sender, ref=request.id)]
                 continue
             accepted.append(item)
 
@@ -165,7 +168,7 @@ class SendHandler:
         ref = request.id
         if request.group is not None:
             if members is None:
-                raise RequestRejected(_INTERNAL, code=ErrorCode.INTERNAL, ref=ref)
+                raise RequestRejected(UNAVAILABLE_MESSAGE, code=ErrorCode.UNAVAILABLE, ref=ref)
             if (sender, request.group) not in members:
                 raise RequestRejected(
                     f"you are not a member of group {request.group!r}", code=ErrorCode.FORBIDDEN, ref=ref
@@ -176,7 +179,7 @@ class SendHandler:
             peer = request.to
             if request.op != "delete":
                 if peer not in recipients:
-                    raise RequestRejected(_INTERNAL, code=ErrorCode.INTERNAL, ref=ref)
+                    raise RequestRejected(UNAVAILABLE_MESSAGE, code=ErrorCode.UNAVAILABLE, ref=ref)
                 account = recipients[peer]
                 if account is None or account.disabled:
                     raise RequestRejected(f"user {peer!r} not found", code=ErrorCode.NOT_FOUND, ref=ref)
@@ -238,14 +241,7 @@ class SendHandler:
                 )
         except StorageError:
             _log.exception("storing a batch of %d messages failed", len(accepted))
-            return [
-                [
-                    error_reply(
-                        item.sender, ref=item.message.client_id, code=ErrorCode.INTERNAL, message=_INTERNAL
-                    )
-                ]
-                for item in accepted
-            ]
+            return [[unavailable_reply(item.sender, ref=item.message.client_id)] for item in accepted]
         await self._mark_read(results)
         out: list[list[Outbound]] = []
         for item, result in zip(accepted, results, strict=True):

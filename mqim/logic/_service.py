@@ -13,6 +13,7 @@ from mqim.acl import MembershipIndex
 from mqim.logic._bus import Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError
 from mqim.logic._groups import CmdHandler
+from mqim.logic._held import HeldRequests
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
 from mqim.logic._read import ReadHandler
@@ -52,6 +53,7 @@ class LogicCounters:
         publish_failures: Replies the bus failed to publish (logged; the data stays stored).
         overflow_answered: Requests the bus could not queue that got a `rate_limited` reply.
         overflow_unanswered: Requests the bus could not queue and that got no reply either.
+        held: Times a request was held because storage failed on it (each attempt counts).
     """
 
     requests: int = 0
@@ -62,6 +64,7 @@ class LogicCounters:
     publish_failures: int = 0
     overflow_answered: int = 0
     overflow_unanswered: int = 0
+    held: int = 0
 
 
 class LogicService:
@@ -123,6 +126,7 @@ class LogicService:
             UpKind.CMD.value: CmdHandler(storage=storage, users=users, groups=groups, limits=limits),
         }
         self._rejections: deque[Outbound] = deque()
+        self._held = HeldRequests()
         self.counters = LogicCounters()
 
     @property
@@ -137,10 +141,31 @@ class LogicService:
             BusClosed: When the bus is stopped underneath the service.
         """
         while True:
-            batch = await self._bus.receive_batch(self._limits.max_batch)
-            await self._process(batch)
+            batch = await self._next_batch()
+            if batch:
+                await self._process(batch)
             await self._publish_rejections()
             raise_if_cancelling()
+
+    @property
+    def held(self) -> int:
+        """Requests held because storage failed on them (retried; their PUBACKs wait)."""
+        return len(self._held)
+
+    async def _next_batch(self) -> list[Inbound]:
+        held = self._held
+        max_batch = self._limits.max_batch
+        if not held:
+            return await self._bus.receive_batch(max_batch)
+        wait = held.wait_s(time.monotonic())
+        if wait > 0:
+            try:
+                async with asyncio.timeout(wait):
+                    held.queue_behind(await self._bus.receive_batch(max_batch))
+                return []
+            except TimeoutError:
+                pass
+        return held.take(max_batch)
 
     def reject_overflow(self, topic: str, payload: bytes) -> None:
         """Answer `rate_limited` to a request the bus could not queue (its `on_overflow`).
@@ -182,7 +207,8 @@ class LogicService:
 
     async def _process(self, batch: Sequence[Inbound]) -> None:
         self.counters.requests += len(batch)
-        by_kind: dict[str, list[Uplink]] = {}
+        by_kind: dict[str, list[tuple[Inbound, Uplink]]] = {}
+        dropped: list[Inbound] = []
         for item in batch:
             try:
                 sender, kind = parse_up_topic(item.topic)
@@ -195,10 +221,51 @@ class LogicService:
                         self.counters.invalid_topics,
                         exc,
                     )
+                dropped.append(item)
                 continue
-            by_kind.setdefault(kind, []).append(Uplink(sender=sender, kind=kind, payload=item.payload))
-        for kind, uplinks in by_kind.items():
-            await self._publish_all(await self._handle(kind, uplinks))
+            uplink = Uplink(sender=sender, kind=kind, payload=item.payload)
+            by_kind.setdefault(kind, []).append((item, uplink))
+        self._bus.settle(dropped)  # nothing to store: acknowledged as processed
+        for kind, items in by_kind.items():
+            replies = await self._handle(kind, [uplink for _, uplink in items])
+            await self._publish_all(self._settle(items, replies))
+
+    def _settle(self, items: list[tuple[Inbound, Uplink]], replies: list[Outbound]) -> list[Outbound]:
+        """Settle what is durable, hold what storage failed on; returns the replies to publish.
+
+        A handler marks a request storage could not serve with an `unavailable` reply carrying
+        `retry = (sender, ref)`. Such a request is neither settled nor lost: it is held and
+        retried (see `HeldRequests`); its sender hears `unavailable` once.
+        """
+        held = self._held
+        failed = {reply.retry for reply in replies if reply.retry is not None}
+        if not failed:
+            self._bus.settle([item for item, _ in items])
+            if held.in_outage:
+                count = held.recovered()
+                _log.warning("storage recovered: processing the %d requests held meanwhile", count)
+            for item, _ in items:
+                held.forget(item)
+            return replies
+        done: list[Inbound] = []
+        again: list[Inbound] = []
+        already_told: set[tuple[str, str | None]] = set()
+        for item, uplink in items:
+            key = (uplink.sender, extract_ref(uplink.payload, limits=self._limits))
+            if key not in failed:
+                done.append(item)
+                held.forget(item)
+                continue
+            again.append(item)
+            if held.told(item):
+                already_told.add(key)
+            held.mark_told(item)
+        self._bus.settle(done)
+        if not held.in_outage:
+            _log.warning("storage unavailable: holding requests (their PUBACKs too) and retrying")
+        held.hold(again, now=time.monotonic())
+        self.counters.held += len(again)
+        return [reply for reply in replies if reply.retry is None or reply.retry not in already_told]
 
     async def _handle(self, kind: str, uplinks: list[Uplink]) -> list[Outbound]:
         handler = self._handlers.get(kind)

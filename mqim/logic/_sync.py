@@ -17,11 +17,10 @@ from mqim.logic._conv_access import conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
 from mqim.logic._membership import GroupAccess
-from mqim.logic._replies import Outbound, error_reply, message_dict, rejection_reply
+from mqim.logic._replies import Outbound, message_dict, rejection_reply, unavailable_reply
 from mqim.logic._requests import Uplink
 from mqim.logic._validate import extract_ref, parse_request
 from mqim.protocol import (
-    ErrorCode,
     HistoryPage,
     HistoryRequest,
     InboxKind,
@@ -214,6 +213,5 @@ async def _one_by_one(
         except StorageError:
             _log.exception("%s for %r failed", what, up.sender)
             ref = extract_ref(up.payload, limits=limits)
-            message = f"{what} failed; retry"
-            out.append(error_reply(up.sender, ref=ref, code=ErrorCode.INTERNAL, message=message))
+            out.append(unavailable_reply(up.sender, ref=ref))
     return out

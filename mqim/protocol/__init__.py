@@ -8,6 +8,7 @@ from mqim.protocol._ids import (
     group_conv,
     is_valid_id,
     parse_conv,
+    peek_request_id,
     validate_id,
 )
 from mqim.protocol._models import (
@@ -98,6 +99,7 @@ __all__ = [
     "parse_conv",
     "parse_topic",
     "parse_up_topic",
+    "peek_request_id",
     "presence_topic",
     "up_topic",
     "validate_id",

@@ -14,3 +14,5 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     RATE_LIMITED = "rate_limited"
     INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
+    """Storage is failing: the request is held (its PUBACK too) and retried until it succeeds."""

@@ -68,3 +68,18 @@ def parse_conv(conv: str) -> tuple[str, tuple[str, ...]]:
     if len(parts) == 2 and parts[0] == "g":
         return "g", (validate_id(parts[1], what="group"),)
     raise InvalidId(f"invalid conversation id {conv!r}")
+
+
+# `{"id": "..."}` among the first keys of a JSON object, before any nested object or array (so a
+# nested "id" is never taken for the request's). For payloads that cannot be parsed whole.
+_HEAD_ID_RE = re.compile(rb'\A\s*\{[^{}\[\]]*?"id"\s*:\s*"(' + ID_PATTERN.encode() + rb')"')
+
+
+def peek_request_id(head: bytes) -> str | None:
+    """The request `id` of a JSON payload from its first bytes alone, or None. Never raises.
+
+    For requests refused before they can be parsed (a PUBLISH too large to buffer): the
+    `id` is found when it comes before any nested value, as every client library writes it.
+    """
+    match = _HEAD_ID_RE.match(head)
+    return match.group(1).decode("ascii") if match is not None else None

@@ -664,19 +664,42 @@ async def test_defect9_plus_rule_does_not_grant_hash(
 # == limits named in issue 3 ======================================================================
 
 
-async def test_packet_over_max_packet_bytes_closes_the_connection(
+async def test_publish_over_max_packet_bytes_is_discarded_and_acknowledged(
     make_server: ServerFactory, connect_raw: RawFactory, topic: str
 ) -> None:
-    server = await make_server(max_packet_bytes=1024)
+    server = await make_server(max_packet_bytes=1024, max_publish_discard_bytes=1 << 20)
     port = server.port()
     sub = await connect_raw(port, cid(topic, "sub"))
     await sub.subscribe(f"{topic}/big", 1)
     big = await connect_raw(port, cid(topic, "big"))
     await big.publish(f"{topic}/big", b"x" * 900, qos=1)
     assert await receive_all(sub, 1) == [(f"{topic}/big", b"x" * 900, 1, False, False)]
-    big.send(Raw.publish_packet(f"{topic}/big", b"x" * 1100, qos=1)[:50])  # header says 1100+
+    # Sent in small pieces: the broker streams it through and keeps only its head.
+    packet = Raw.publish_packet(f"{topic}/big", b"y" * 500_000, qos=1, pid=7)
+    for start in range(0, len(packet), 4096):
+        big.send(packet[start : start + 4096])
+    assert (await big.expect(PUBACK)).pid == 7  # acknowledged, so the client's store moves on
+    await big.publish(f"{topic}/big", b"after", qos=1, pid=8)  # the connection stays usable
+    assert await receive_all(sub, 1) == [(f"{topic}/big", b"after", 1, False, False)]
+    assert broker_of(server).hub.counters.oversize_discarded == 1
+
+
+async def test_publish_over_the_discard_bound_closes_the_connection(
+    make_server: ServerFactory, connect_raw: RawFactory, topic: str
+) -> None:
+    server = await make_server(max_packet_bytes=1024, max_publish_discard_bytes=4096)
+    big = await connect_raw(server.port(), cid(topic, "big"))
+    big.send(Raw.publish_packet(f"{topic}/big", b"x" * 5000, qos=1)[:50])  # header says 5000+
     assert await big.read() is None
-    await sub.nothing(0.3)
+
+
+async def test_other_packets_over_max_packet_bytes_close_the_connection(
+    make_server: ServerFactory, connect_raw: RawFactory, topic: str
+) -> None:
+    server = await make_server(max_packet_bytes=1024)
+    big = await connect_raw(server.port(), cid(topic, "big"))
+    big.send(Raw.subscribe_packet(f"{topic}/" + "s" * 2000, 1, 1)[:50])
+    assert await big.read() is None
 
 
 async def test_inflight_window_limits_unacknowledged_deliveries(

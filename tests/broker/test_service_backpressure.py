@@ -1,7 +1,8 @@
-"""A logic worker's full queue refuses new requests (the sender is told) instead of evicting old ones."""
+"""A sender's PUBACK waits for the logic worker, and the broker applies back-pressure instead of refusing."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,13 +14,13 @@ from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho
 
 
-async def test_full_service_queue_refuses_new_uplinks_and_keeps_the_queued_ones(
+async def test_uplink_puback_waits_for_the_worker_and_the_broker_stops_reading_at_its_bound(
     tmp_path: Path, uid: Callable[[str], str]
 ) -> None:
     server = EmbeddedServer(
         data_dir=tmp_path / "data",
         listeners=[Listener(name="default", port=0)],
-        settings=BrokerSettings(max_queue_messages=5, connect_timeout_s=3.0),
+        settings=BrokerSettings(max_held_uplinks=5, connect_timeout_s=3.0),
         embedded_logic=False,  # the requests wait for a separate `mqim logic` worker
     )
     alice, worker = uid("alice"), uid("logic")
@@ -27,6 +28,8 @@ async def test_full_service_queue_refuses_new_uplinks_and_keeps_the_queued_ones(
     async with server:
         await server.storage.add_user(alice, password=PASSWORD)
         await server.storage.add_user(worker, password=PASSWORD, kind=AccountKind.SERVICE)
+        hub = server.broker.hub if server.broker is not None else None
+        assert hub is not None
 
         def client(user: str, **kwargs: object) -> Paho:
             made = Paho(port=server.port(), user=user, password=PASSWORD, **kwargs)  # type: ignore[arg-type]
@@ -42,18 +45,28 @@ async def test_full_service_queue_refuses_new_uplinks_and_keeps_the_queued_ones(
 
             sender = client(alice, client_id=f"{alice}-phone")
             await sender.connect()
-            for n in range(8):
-                body = {"v": 1, "id": f"m-{n}", "to": worker, "text": str(n)}
-                await sender.publish(f"im/v1/up/{alice}/msg", body)  # every one is PUBACKed
-            refused = [(await sender.receive_on("/error")).json() for _ in range(3)]
-            assert [(e["code"], e["ref"]) for e in refused] == [("rate_limited", f"m-{n}") for n in (5, 6, 7)]
+            bodies = [json.dumps({"v": 1, "id": f"m-{n}", "to": worker, "text": str(n)}) for n in range(8)]
+            sent = [sender.client.publish(f"im/v1/up/{alice}/msg", body, 1) for body in bodies]
+            async with asyncio.timeout(10):
+                while hub.held < 5:  # noqa: ASYNC110 - the broker exposes no event for this
+                    await asyncio.sleep(0.01)
+            await sender.nothing(0.5)
+            # PUBACK means processed: nothing is acknowledged while the worker is away, and at
+            # the bound the broker stops reading instead of refusing.
+            assert hub.held == 5
+            assert [info.is_published() for info in sent] == [False] * 8
+            assert sender.messages.empty()  # no `rate_limited` on the error topic
 
             back = client(worker, client_id=f"{worker}-1", clean_session=False)
             session_present, _ = await back.connect()
             assert session_present
-            got = [json.loads((await back.receive_on("/msg")).payload)["id"] for _ in range(5)]
-            assert got == [f"m-{n}" for n in range(5)]  # the queued requests, none evicted
+            got = [json.loads((await back.receive_on("/msg")).payload)["id"] for _ in range(8)]
+            assert got == [f"m-{n}" for n in range(8)]  # every request, in order, once
             await back.nothing(0.5, suffix="/msg")
+            for info in sent:
+                await asyncio.to_thread(info.wait_for_publish, 10)
+            assert [info.is_published() for info in sent] == [True] * 8
+            assert hub.held == 0
         finally:
             for made in clients:
                 made.close()

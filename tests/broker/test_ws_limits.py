@@ -6,7 +6,6 @@ import asyncio
 from collections import deque
 from typing import Self
 
-import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
@@ -125,17 +124,12 @@ async def _oversize_is_acknowledged(make_server: ServerFactory, topic: str, *, s
     await sub.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs MqttConnection to handle Oversize frames and websockets.serve to get ws_limits()",
-)
 async def test_oversize_publish_in_one_websocket_message_is_acknowledged(
     make_server: ServerFactory, topic: str
 ) -> None:
     await _oversize_is_acknowledged(make_server, topic, split=None)
 
 
-@pytest.mark.xfail(strict=True, reason="needs MqttConnection to handle Oversize frames")
 async def test_oversize_publish_over_many_websocket_messages_is_acknowledged(
     make_server: ServerFactory, topic: str
 ) -> None:

@@ -11,6 +11,22 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from mqim.logic import Receipt
+
+
+class RecordedReceipt:
+    """A receipt as the broker would hand out: records whether it was settled or failed."""
+
+    def __init__(self) -> None:
+        self.settled = 0
+        self.failed = 0
+
+    def settle(self) -> None:
+        self.settled += 1
+
+    def fail(self) -> None:
+        self.failed += 1
+
 
 class RecordingPort:
     """A `BrokerPort` that records publishes and lets the test route uplinks."""
@@ -19,6 +35,8 @@ class RecordingPort:
         self.filter: str | None = None
         self.callback: Callable[[str, bytes], None] | None = None
         self.published: list[tuple[str, bytes, int, bool]] = []
+        self.receipts: list[RecordedReceipt] = []
+        self.consumer: Callable[[str, bytes, Receipt | None], None] | None = None
         self.refuse_publishes = False
         self._changed = asyncio.Event()
 
@@ -32,16 +50,36 @@ class RecordingPort:
 
         return detach
 
+    def attach_consumer(
+        self, topic_filter: str, callback: Callable[[str, bytes, Receipt | None], None]
+    ) -> Callable[[], None]:
+        self.filter, self.consumer = topic_filter, callback
+
+        def detach() -> None:
+            self.consumer = None
+
+        return detach
+
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         if self.refuse_publishes:
             raise RuntimeError("broker says no")
         self.published.append((topic, payload, qos, retain))
         self._changed.set()
 
-    def route(self, topic: str, payload: bytes) -> None:
-        """Deliver an uplink publish to the listener, as the broker would (synchronously)."""
+    def route(self, topic: str, payload: bytes, *, qos: int = 1) -> RecordedReceipt | None:
+        """Deliver an uplink publish as the broker would (synchronously); returns its receipt.
+
+        A consumer gets a receipt for QoS 1/2 (the sender's PUBACK would wait for it).
+        """
+        if self.consumer is not None:
+            receipt = RecordedReceipt() if qos else None
+            if receipt is not None:
+                self.receipts.append(receipt)
+            self.consumer(topic, payload, receipt)
+            return receipt
         assert self.callback is not None, "no listener attached"
         self.callback(topic, payload)
+        return None
 
     def send(self, user: str, payload: dict[str, Any] | bytes, *, kind: str = "msg") -> None:
         """Route `payload` (JSON-encoded if a dict) as published by `user` on `up/{user}/{kind}`."""

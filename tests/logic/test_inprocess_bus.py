@@ -40,15 +40,30 @@ async def test_receive_batch_waits_for_a_message() -> None:
             assert await waiter == [Inbound("im/v1/up/alice/msg", b"{}")]
 
 
-async def test_overflow_is_counted_and_handed_over() -> None:
+async def test_overflow_fails_held_requests_and_hands_over_qos0() -> None:
     port = RecordingPort()
     refused: list[tuple[str, bytes]] = []
     async with InProcessBus(port=port, max_pending=2, on_overflow=lambda t, p: refused.append((t, p))) as bus:
-        for i in range(4):
-            port.route("im/v1/up/alice/msg", b"%d" % i)
+        receipts = [port.route("im/v1/up/alice/msg", b"%d" % i) for i in range(3)]
+        port.route("im/v1/up/alice/typing", b"3", qos=0)
         assert bus.overflowed == 2
-        assert refused == [("im/v1/up/alice/msg", b"2"), ("im/v1/up/alice/msg", b"3")]
-        assert [m.payload for m in await bus.receive_batch(10)] == [b"0", b"1"]
+        # A held request that does not fit is failed (its sender resends), never dropped silently.
+        assert [(r.settled, r.failed) for r in receipts if r is not None] == [(0, 0), (0, 0), (0, 1)]
+        assert refused == [("im/v1/up/alice/typing", b"3")]
+        batch = await bus.receive_batch(10)
+        assert [m.payload for m in batch] == [b"0", b"1"]
+        bus.settle(batch)
+        assert [(r.settled, r.failed) for r in receipts[:2] if r is not None] == [(1, 0), (1, 0)]
+
+
+async def test_stop_fails_unprocessed_requests() -> None:
+    port = RecordingPort()
+    bus = InProcessBus(port=port)
+    await bus.start()
+    receipt = port.route("im/v1/up/alice/msg", b"{}")
+    await bus.stop()
+    assert receipt is not None
+    assert receipt.failed == 1
 
 
 async def test_failing_overflow_callback_does_not_reach_the_broker() -> None:
@@ -58,8 +73,8 @@ async def test_failing_overflow_callback_does_not_reach_the_broker() -> None:
         raise RuntimeError("boom")
 
     async with InProcessBus(port=port, max_pending=1, on_overflow=explode) as bus:
-        port.route("im/v1/up/alice/msg", b"0")
-        port.route("im/v1/up/alice/msg", b"1")  # must not raise into the "broker"
+        port.route("im/v1/up/alice/msg", b"0", qos=0)
+        port.route("im/v1/up/alice/msg", b"1", qos=0)  # must not raise into the "broker"
         assert bus.overflowed == 1
 
 

@@ -236,37 +236,46 @@ async def test_invalid_uplink_topic_is_dropped_and_the_loop_goes_on(storage: Sto
     assert [t for t, _ in h.published()] == ["im/v1/u/bob/msg", "im/v1/u/alice/msg", "im/v1/u/alice/ack"]
 
 
-async def test_overflow_is_answered_rate_limited(storage: Storage) -> None:
+async def test_overflow_fails_the_receipts_it_cannot_hold(storage: Storage) -> None:
     async with running(storage, max_pending=2) as h:
         # Routed in one go: the bus holds 2, the 3rd and 4th overflow.
         for i in range(1, 5):
             h.msg("alice", f"c-{i}", "bob", f"m{i}")
-        await h.port.wait_for(2 * 3 + 2)  # two messages (3 publishes each), two rejections
+        await h.port.wait_for(2 * 3)  # two messages, 3 publishes each
         await h.settle()
     assert h.bus.overflowed == 2
     assert [m["id"] for m in h.port.on("im/v1/u/bob/msg")] == ["c-1", "c-2"]
-    errors = h.port.on("im/v1/u/alice/error")
-    assert [(e["ref"], e["code"]) for e in errors] == [("c-3", "rate_limited"), ("c-4", "rate_limited")]
-    assert h.service.counters.overflow_answered == 2
+    # Not refused with an error after a PUBACK: never acknowledged, so the senders resend.
+    assert h.port.on("im/v1/u/alice/error") == []
+    assert [(r.settled, r.failed) for r in h.port.receipts[:4]] == [(1, 0), (1, 0), (0, 1), (0, 1)]
     assert await storage.last_seq("d:alice:bob") == 2
 
 
-async def test_storage_failure_answers_internal_and_the_loop_survives(storage: Storage) -> None:
+async def test_stored_requests_are_settled_after_the_commit(storage: Storage) -> None:
+    async with running(storage) as h:
+        h.msg("alice", "c-1", "bob")
+        h.msg("alice", "c-1", "bob")  # a resend: recognised as a duplicate, settled too
+        h.port.send("alice", b"{not json")  # answered bad_request, processed: settled
+        await h.settle()
+    assert [(r.settled, r.failed) for r in h.port.receipts[:3]] == [(1, 0), (1, 0), (1, 0)]
+    assert await storage.last_seq("d:alice:bob") == 1
+
+
+async def test_storage_failure_holds_requests_and_answers_unavailable_once(storage: Storage) -> None:
     async with running(storage) as h:
         h.msg("alice", "c-1", "bob")
         await h.settle()  # bob is now cached
         await storage.close()
         h.msg("alice", "c-2", "bob")
         h.msg("carol", "k-1", "bob")
-        await h.settle()  # append_messages fails for the whole batch
-        h.msg("alice", "c-3", "carol")
-        await h.settle()  # the recipient look-up fails
+        async with asyncio.timeout(10):
+            while h.service.counters.held < 6:  # noqa: ASYNC110 - three attempts of both, at least
+                await asyncio.sleep(0.02)
+        assert h.service.held == 2
     errors = h.port.on("im/v1/u/alice/error") + h.port.on("im/v1/u/carol/error")
-    assert sorted((e["ref"], e["code"]) for e in errors) == [
-        ("c-2", "internal"),
-        ("c-3", "internal"),
-        ("k-1", "internal"),
-    ]
+    # Told once each, however often retried; the PUBACKs (receipts) never went.
+    assert sorted((e["ref"], e["code"]) for e in errors) == [("c-2", "unavailable"), ("k-1", "unavailable")]
+    assert [(r.settled, r.failed) for r in h.port.receipts[2:4]] == [(0, 0), (0, 0)]
     assert len(h.port.on("im/v1/u/bob/msg")) == 1
 
 

@@ -12,6 +12,11 @@ from mqim.cli._config import LogConfig
 
 _HANDLER_NAME = "mqim-cli"
 
+THIRD_PARTY_LOGGERS = ("amqtt", "transitions", "websockets")
+"""Libraries whose INFO lines are noise in production (amqtt's state machine logs ~6 lines per
+start through `transitions.core`; `websockets` one per refused handshake): WARNING and above
+only, unless the configured level is DEBUG."""
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ts (ms), level, logger, msg, plus exc when there is one."""
@@ -31,7 +36,8 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(config: LogConfig) -> None:
     """Send log records of `config.level` and above to stderr, formatted as `config.format`.
 
-    Calling it again replaces the handler it installed before (no duplicate lines).
+    Third-party libraries (`THIRD_PARTY_LOGGERS`) log WARNING and above only, unless the level
+    is DEBUG. Calling it again replaces the handler it installed before (no duplicate lines).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -49,3 +55,7 @@ def configure_logging(config: LogConfig) -> None:
         handler.setFormatter(formatter)
     root.addHandler(handler)
     root.setLevel(config.level)
+    # NOTSET hands the decision back to the root's level, so DEBUG shows them again.
+    third_party = logging.NOTSET if config.level == "DEBUG" else logging.WARNING
+    for name in THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(third_party)

@@ -158,6 +158,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="length of each phase")
     parser.add_argument("--window", type=int, default=100, help="unacknowledged publishes")
     parser.add_argument("--attackers", default="127.0.0.2,127.0.0.3,127.0.0.4", help="source addresses")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"], help="the server's log level"
+    )
     args = parser.parse_args()
     seconds = min(max(args.seconds, 1.0), 120.0)
     sources = [a.strip() for a in args.attackers.split(",") if a.strip()]
@@ -166,7 +169,7 @@ def main() -> int:
         data = Path(tmp) / "data"
         data.mkdir()
         config = Path(tmp) / "bench.toml"
-        config.write_text(CONFIG)
+        config.write_text(CONFIG + f'\n[log]\nlevel = "{args.log_level}"\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("MQIM_")}
         mqim = [sys.executable, "-m", "mqim.cli"]
         for user in ("alice", "bob"):
@@ -228,7 +231,8 @@ def main() -> int:
         f"attack: {len(sources)} addresses, {attempts} CONNECTs in {seconds:.0f} s "
         f"({attempts / seconds:.0f}/s); CONNACK codes {dict(sorted(codes.items()))}"
     )
-    print(f"server log: {len(lines)} lines")
+    kinds = Counter(" ".join(line.split()[3:6]) for line in lines if len(line.split()) > 5)
+    print(f"server log: {len(lines)} lines; most common: {kinds.most_common(3)}")
     return 0
 
 

@@ -16,8 +16,15 @@
   entry makes that node close the old connection and flush the session, which the new node then
   loads from the shared `RedisSessionStore`. A node loads only the sessions it owns at start.
 * Failure: when a node's heartbeat expires, one surviving node (a lock decides) adopts it: it
-  takes over its persistent sessions, claims its stream's pending and unread entries (XAUTOCLAIM,
-  XREADGROUP under its own consumer name) and routes them locally, then removes the dead node.
+  takes over its persistent sessions, publishes their routes, claims its stream's pending and
+  unread entries (XAUTOCLAIM, XREADGROUP under its own consumer name) and delivers them to the
+  adopted sessions only, deduplicated by message id; then it deregisters the dead node, drains
+  what still arrives for a grace period and deletes its stream. The other nodes keep forwarding
+  to a dead node until it is deregistered (so no message finds no route meanwhile).
+* Handover and dedupe: `_cluster_adopt` (moved sessions stay routed here for a grace period and
+  what arrives for them is sent on; every forward has a message id each session remembers).
+* Fencing: `_cluster_fence` (a node that cannot renew its heartbeat stops serving before the
+  others may adopt it, then rejoins).
 * Shared subscriptions: for each message one node serves each share group (`ShareChooser`).
 
 Every background task is named and owned: `async with link:` runs the writer (which the broker
@@ -42,6 +49,8 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from mqim.broker._cluster_adopt import Moved, SeenIndex, deliver_to
+from mqim.broker._cluster_fence import Fence
 from mqim.broker._cluster_keys import (
     GROUP,
     ClusterKeys,
@@ -60,7 +69,14 @@ from mqim.broker._cluster_store import ClusterSessionStore
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ClusterError
 from mqim.broker._session import Session
-from mqim.storage import QueuedMessage, RetainedRecord, SessionStore, StorageError, StoredSession
+from mqim.storage import (
+    QueuedMessage,
+    RedisSessionStore,
+    RetainedRecord,
+    SessionStore,
+    StorageError,
+    StoredSession,
+)
 
 # The session store's key layout and value format: the node loads one session on demand.
 from mqim.storage._redis_codec import Keys, decode_queued, decode_retained, decode_session
@@ -78,6 +94,7 @@ _KICK_ANSWER_TTL_S: Final = 30
 _ADOPT_LOCK_MS: Final = 60_000
 _LOAD_CHUNK: Final = 256
 _MAX_WAIT_ROUNDS: Final = 10_000  # the claim's own timeout ends it first
+_HOLD_MAX_S: Final = 30.0  # the test hook never holds an adoption longer than this
 
 # Remove a client id's registry entry only if this node still owns it.
 _RELEASE_LUA: Final = """
@@ -120,9 +137,28 @@ class ClusterLink:
         self.keys = ClusterKeys(settings.prefix)
         self._store_keys = Keys(settings.prefix)
         self.inner_store = session_store
+        self.fence = Fence(ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
         self.session_store = ClusterSessionStore(
-            inner=session_store, load=self._load_owned, drained=self._drained, closing=lambda: self._closing
+            inner=session_store,
+            load=self._load_owned,
+            drained=self._drained,
+            closing=lambda: self._closing,
+            serving=lambda: self.fence.serving,
+            enqueued=self._on_enqueued,
         )
+        self.seen = SeenIndex()
+        self.moved = Moved()
+        # Grace of a handover: the old node keeps the session's routes this long (the other
+        # nodes learn the new node's routes within a pub/sub delivery, or a resync at worst).
+        self.handover_grace_s = max(2.0, 8 * settings.heartbeat_s)
+        # Client ids being claimed here: targeted entries for them wait until the session is.
+        self._claiming: dict[str, list[Forward]] = {}
+        self._incarnation = uuid.uuid4().hex[:8]
+        self._mids = 0
+        self._inbound_mid = ""
+        self._local_enqueued: list[str] = []
+        self._serving_again = asyncio.Event()
+        self._serving_again.set()
         self.routes = RemoteRoutes()
         self._chooser = ShareChooser()
         self._broker: MqimBroker | None = None
@@ -137,6 +173,9 @@ class ClusterLink:
         self._route_add: set[str] = set()
         self._route_del: set[str] = set()
         self._writer: asyncio.Task[None] | None = None
+        self._beat: asyncio.Task[None] | None = None
+        self._beat_stop = False
+        self._routes_inflight = False
         self._closing = False
         self._live: set[str] = set()
         self._always: set[str] = set()
@@ -200,6 +239,7 @@ class ClusterLink:
         node = self.node_id
         try:
             value = self._heartbeat_value()
+            sent = time.monotonic()
             taken = not await client.set(keys.alive(node), value, px=self._ttl_ms(), nx=True)
             if taken:
                 raise ClusterError(f"node id {node!r} is in use by a live node")
@@ -216,7 +256,10 @@ class ClusterLink:
             await client.aclose()
             raise
         self._redis = client
+        self.fence.rejoined(sent)
         self._writer = asyncio.create_task(self._write_loop(), name=f"mqim-cluster-writer:{node}")
+        # The heartbeat runs from registration to exit: a slow start must not let it expire.
+        self._beat = asyncio.create_task(self._heartbeat_loop(), name=f"mqim-cluster-heartbeat:{node}")
         log.info("node %r joined the cluster", node)
         return self
 
@@ -226,8 +269,17 @@ class ClusterLink:
         """Write what is queued (bounded), leave the registry (the others adopt), disconnect."""
         self._closing = True
         writer, self._writer = self._writer, None
+        beat, self._beat = self._beat, None
         client = self.redis
         try:
+            if beat is not None:
+                self._beat_stop = True
+                beat.cancel()
+                try:
+                    await beat
+                except asyncio.CancelledError:
+                    if not beat.cancelled():
+                        raise
             if writer is not None:
                 self._wake.set()
                 with contextlib.suppress(TimeoutError):
@@ -253,6 +305,14 @@ class ClusterLink:
             self._redis = None
             log.info("node %r left the cluster", self.node_id)
 
+    async def _routes_written(self) -> None:
+        """Return once this node's route changes so far are in Redis and published (bounded)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.timeout_s):
+                while self._route_add or self._route_del or self._routes_inflight:
+                    self._wake.set()
+                    await asyncio.sleep(0.01)
+
     async def _idle(self) -> None:
         while self._ops or self._route_add or self._route_del:
             await self._drained()
@@ -266,7 +326,7 @@ class ClusterLink:
         others keep running (a crashed loop shows in the log and in `cluster status`).
         """
         jobs: list[tuple[str, Callable[[], Coroutine[Any, Any, None]]]] = [
-            ("heartbeat", self._heartbeat_loop),
+            ("fence", self._fence_loop),
             ("routes", self._route_loop),
             ("consumer", self._consume_loop),
             ("watcher", self._watch_loop),
@@ -317,18 +377,127 @@ class ClusterLink:
         return json.dumps(info)
 
     async def _heartbeat_loop(self) -> None:
-        keys = self.keys
-        while not self._stop.is_set():
+        """Renew the heartbeat well inside the TTL; fence when it cannot; rejoin once fenced."""
+        key = self.keys.alive(self.node_id)
+        while not self._beat_stop:
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                pipe.set(keys.alive(self.node_id), self._heartbeat_value(), px=self._ttl_ms())
-                registration = json.dumps({"started": time.time(), "pid": os.getpid()})
-                pipe.hsetnx(keys.nodes, self.node_id, registration)
-                await pipe.execute()
-                self._up()
+                if self.fence.fenced:
+                    await self._rejoin()
+                elif self.fence.expired:
+                    self._fence("heartbeat not renewed in time")
+                else:
+                    sent = time.monotonic()
+                    # XX: only extend a key that still exists; once it expired this node may be
+                    # adopted already and must not come back as if nothing happened.
+                    renewed = await self.redis.set(key, self._heartbeat_value(), px=self._ttl_ms(), xx=True)
+                    self._up()
+                    if renewed:
+                        self.fence.renewed(sent)
+                    else:
+                        self._fence("heartbeat key gone (expired, or Redis lost its data)")
             except _DOWN as exc:
                 self._down(exc)
-            await self._pause(self.settings.heartbeat_s)
+            await asyncio.sleep(self.settings.heartbeat_s)  # cancelled at exit
+
+    async def _fence_loop(self) -> None:
+        """Fence at the deadline even when the heartbeat task is stuck in a Redis call; end the
+        grace of handed-over sessions."""
+        period = min(0.05, self.settings.heartbeat_s / 4)
+        while not self._stop.is_set():
+            if not self.fence.fenced and self.fence.expired:
+                self._fence("heartbeat not renewed in time")
+            for topic_filter in self.moved.expire():
+                self._release_filter(topic_filter)
+            await self._pause(period)
+
+    def _release_filter(self, topic_filter: str) -> None:
+        broker = self._broker
+        local = set(broker.hub.index.local_filters()) if broker is not None else set()
+        if topic_filter not in local and not self.moved.holds(topic_filter):
+            self._filter_changed(topic_filter, False)
+
+    def _fence(self, reason: str) -> None:
+        """Stop serving now (see `_cluster_fence`): close every connection, forget the sessions
+        in memory (not in Redis), drop the queued session writes, stop consuming and writing."""
+        if self.fence.fenced:
+            return
+        self.fence.fence()
+        self._serving_again.clear()
+        self._count("fenced")
+        dropped = 0
+        if isinstance(self.inner_store, RedisSessionStore):
+            dropped = self.inner_store.discard_writes()
+        closed = 0
+        broker = self._broker
+        if broker is not None:
+            hub = broker.hub
+            for session in list(hub.sessions.values()):
+                conn = session.conn
+                if isinstance(conn, MqttConnection):
+                    conn.session = None  # its connection_lost must not touch the session again
+                    hub.disconnected(session)
+                    conn.state = State.CLOSED
+                    conn.close("cluster node fenced", abort=True)
+                    closed += 1
+                if hub.sessions.get(session.client_id) is session:
+                    del hub.sessions[session.client_id]
+                    for topic_filter in session.subscriptions:
+                        hub.index.remove(session.client_id, topic_filter)
+        self.moved = Moved()
+        for parked in self._claiming.values():
+            parked.clear()
+        self._route_add.clear()
+        self._route_del.clear()
+        log.error(
+            "node %r fenced (%s): %d connections closed, %d session writes dropped; "
+            "it rejoins when Redis answers",
+            self.node_id,
+            reason,
+            closed,
+            dropped,
+        )
+
+    async def _rejoin(self) -> None:
+        """Register again under this node's own adoption lock; reload what it still owns."""
+        keys, node = self.keys, self.node_id
+        lock = await self.redis.set(keys.adopt(node), f"{node}:rejoin", nx=True, px=_ADOPT_LOCK_MS)
+        if not lock:
+            return  # another node is adopting this one: rejoin after it is done
+        try:
+            sent = time.monotonic()
+            registration = json.dumps({"started": time.time(), "pid": os.getpid()})
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.set(keys.alive(node), self._heartbeat_value(), px=self._ttl_ms())
+            pipe.hsetnx(keys.nodes, node, registration)
+            await pipe.execute()
+            await self._ensure_group(self.redis, node)
+            sessions = await self._read_sessions(sorted(await self._owned()))
+            members: Any = await self.redis.smembers(keys.routes(node))
+            self.fence.rejoined(sent)
+            restored = 0
+            broker = self._broker
+            local: set[str] = set(self._always)
+            if broker is not None:
+                hub = broker.hub
+                fresh = [stored for stored in sessions if stored.client_id not in hub.sessions]
+                hub.restore(fresh, [])
+                restored = len(fresh)
+                local.update(hub.index.local_filters())
+            self._route_add = local
+            self._route_del = {_text(m) for m in members} - local
+            self._healthy_since = time.monotonic()
+            self._serving_again.set()
+            self._wake.set()
+            self._count("rejoined")
+            log.warning("node %r rejoined the cluster: %d sessions it still owns reloaded", node, restored)
+        finally:
+            await self.redis.delete(keys.adopt(node))
+
+    async def _wait_serving(self) -> bool:
+        """Wait (bounded by the stop flag) until the node serves again; True if it does."""
+        while not self._stop.is_set() and not self.fence.serving:
+            await self._pause(0.05)
+        return self.fence.serving
 
     def _up(self) -> None:
         if self._down_since is not None:
@@ -361,8 +530,8 @@ class ClusterLink:
         self._filter_changed(topic_filter, True)
 
     def _filter_changed(self, topic_filter: str, present: bool) -> None:
-        if not present and topic_filter in self._always:
-            return
+        if not present and (topic_filter in self._always or self.moved.holds(topic_filter)):
+            return  # a handed-over session keeps it routed here for its grace period
         if present:
             self._route_del.discard(topic_filter)
             self._route_add.add(topic_filter)
@@ -409,10 +578,14 @@ class ClusterLink:
             self.routes.add(node, topic_filter)
 
     async def _resync(self) -> None:
-        live = await self._live_nodes()
-        for node in set(self.routes.nodes) - live:
+        # A dead node keeps its routes until its adopter deregisters it: what is published
+        # meanwhile waits in its stream for the adopter instead of finding no route at all.
+        await self._live_nodes()
+        raw: Any = await self.redis.hkeys(self.keys.nodes)
+        registered = {_text(n) for n in raw}
+        for node in set(self.routes.nodes) - registered:
             self.routes.drop(node)
-        for node in live:
+        for node in registered:
             if node == self.node_id:
                 continue
             members: Any = await self.redis.smembers(self.keys.routes(node))
@@ -445,10 +618,45 @@ class ClusterLink:
         self._share_picks.setdefault(choice, []).append(share_filter)
         return False
 
+    def _on_enqueued(self, client_id: str) -> None:
+        """`ClusterSessionStore.enqueue`: remember which message id the session queued."""
+        mid = self._inbound_mid
+        if mid:
+            self._remember(client_id, mid)
+        elif len(self._local_enqueued) < 100_000:
+            # A local publish: its id is made by `forward`, at the end of the same route call.
+            self._local_enqueued.append(client_id)
+
+    def _remember(self, client_id: str, mid: str) -> None:
+        self.seen.add(mid, client_id)
+        if isinstance(self.inner_store, RedisSessionStore):
+            self.inner_store.record_seen(client_id, mid)
+
     def forward(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         """`Hub.forwarder`: queue the message for every remote node that must route it."""
         picks, decided = self._share_picks, self._decided
         self._share_picks, self._decided = {}, set()
+        self._mids += 1
+        mid = f"{self.node_id}.{self._incarnation}.{self._mids}"
+        local, self._local_enqueued = self._local_enqueued, []
+        for client_id in local:
+            self._remember(client_id, mid)
+        for client_id, node in self.moved.matching(topic):
+            # Sent on to where the session went (it may get it there by its routes too: the
+            # message id tells it apart).
+            fields = encode_forward(
+                Forward(
+                    topic=topic,
+                    payload=payload,
+                    qos=qos,
+                    retain=False,
+                    shares=(),
+                    origin=self.node_id,
+                    mid=mid,
+                    to=(client_id,),
+                )
+            )
+            self._push_xadd(node, fields)
         routes = self.routes
         targets: dict[str, list[str]] = {node: [] for node in routes.plain_targets(topic)}
         for node, shares in picks.items():
@@ -465,7 +673,7 @@ class ClusterLink:
                 if node != self.node_id:
                     targets.setdefault(node, [])
         if not targets:
-            return False
+            return bool(self.moved.matching(topic)) and qos > 0
         queued = False
         for node, shares in targets.items():
             fields = encode_forward(
@@ -476,10 +684,11 @@ class ClusterLink:
                     retain=retain,
                     shares=tuple(shares),
                     origin=self.node_id,
+                    mid=mid,
                 )
             )
             queued = self._push_xadd(node, fields) or queued
-        return queued and qos > 0
+        return (queued or bool(self.moved.matching(topic))) and qos > 0
 
     def _push_xadd(self, node: str, fields: Fields) -> bool:
         if len(self._ops) >= self.settings.max_outbox or self._closing:
@@ -507,12 +716,18 @@ class ClusterLink:
             await self._wake.wait()
             self._wake.clear()
             while self._ops or self._route_add or self._route_del:
+                if not self.fence.serving and not self._closing:
+                    # Fenced: this node's writes wait for the rejoin (its route set is rebuilt then).
+                    await asyncio.sleep(0.05)
+                    continue
                 batch = [self._ops[i] for i in range(min(len(self._ops), _WRITE_BATCH))]
                 adds, dels = self._route_add, self._route_del
                 self._route_add, self._route_del = set(), set()
+                self._routes_inflight = bool(adds or dels)
                 try:
                     await self._write(batch, adds, dels)
                 except _DOWN as exc:
+                    self._routes_inflight = False
                     self._down(exc)
                     for topic_filter in adds:
                         if topic_filter not in self._route_del:
@@ -524,6 +739,7 @@ class ClusterLink:
                     delay = min(delay * 2, _RETRY_MAX_S)
                     continue
                 delay = 0.05
+                self._routes_inflight = False
                 self._up()
                 for _ in batch:
                     self._ops.popleft()
@@ -591,14 +807,32 @@ class ClusterLink:
         timeout = (
             settings.kick_timeout_s + settings.node_ttl_s + 4 * settings.heartbeat_s + 2 * settings.timeout_s
         )
+        if not self.fence.serving:
+            self._count("claim_failed")
+            log.error("cannot take client id %r over (CONNECT refused): node fenced", client_id)
+            return False
+        self.moved.discard(client_id)  # it comes back here
+        self._claiming[client_id] = []
         try:
             async with asyncio.timeout(timeout):
                 await self._claim(client_id, clean)
-            return True
+            self._deliver_parked(client_id)
+            return self.fence.serving
         except (*_DOWN, StorageError, TimeoutError) as exc:
             self._count("claim_failed")
             log.error("cannot take client id %r over (CONNECT refused): %s", client_id, exc)
             return False
+        finally:
+            self._claiming.pop(client_id, None)
+
+    def _deliver_parked(self, client_id: str) -> None:
+        """Deliver the targeted entries that arrived while `client_id` was being claimed."""
+        parked = self._claiming.pop(client_id, [])
+        durable = False
+        for entry in parked:
+            durable = self._deliver_targeted(entry, {client_id}) or durable
+        if durable:
+            self.broker.hub.committer.kick()
 
     async def _claim(self, client_id: str, clean: bool) -> None:
         keys, node = self.keys, self.node_id
@@ -684,11 +918,14 @@ class ClusterLink:
             for client_id in chunk:
                 pipe.hget(keys.sessions, client_id)
                 pipe.hgetall(keys.queue(client_id))
+                pipe.lrange(keys.seen(client_id), 0, -1)
             results: Any = await pipe.execute()
             for index, client_id in enumerate(chunk):
-                raw, queue = results[2 * index], results[2 * index + 1]
+                raw, queue, seen = results[3 * index], results[3 * index + 1], results[3 * index + 2]
                 if raw is None:
                     continue
+                for mid in seen:
+                    self.seen.add(_text(mid), client_id)
                 cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
                 messages: list[QueuedMessage] = sorted(
                     (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
@@ -729,7 +966,14 @@ class ClusterLink:
                 conn.state = State.CLOSED
                 conn.close(f"session taken over by node {kick.by}", abort=True)
             if session.persistent and hub.sessions.get(kick.client_id) is session:
-                # Hand over: forget it here without deleting it from the shared store.
+                # Hand over: forget it here without deleting it from the shared store; its
+                # routes stay here for a grace period and what arrives for it is sent on.
+                self.moved.add(
+                    kick.client_id,
+                    node=kick.by,
+                    filters=tuple(session.subscriptions),
+                    grace_s=self.handover_grace_s,
+                )
                 del hub.sessions[kick.client_id]
                 for topic_filter in session.subscriptions:
                     hub.index.remove(kick.client_id, topic_filter)
@@ -751,6 +995,10 @@ class ClusterLink:
         stream = self.keys.stream(self.node_id)
         last: str | bytes = "0"  # first this consumer's pending entries (a restart), then new ones
         while not self._stop.is_set():
+            if not self.fence.serving:
+                await self._wait_serving()
+                last = "0"  # after a rejoin: first what was read and not acknowledged
+                continue
             try:
                 block = None if last != ">" else 1000
                 reply: Any = await self.redis.xreadgroup(
@@ -762,8 +1010,8 @@ class ClusterLink:
                         last = ">"
                         continue
                     last = entries[-1][0]
-                if entries:
-                    await self._process(stream, entries)
+                if entries and not await self._process(stream, entries):
+                    last = "0"  # fenced meanwhile: nothing acknowledged, read again after rejoin
                 self._up()
             except ResponseError as exc:
                 # NOGROUP: the stream was lost (Redis restarted without persistence).
@@ -779,8 +1027,15 @@ class ClusterLink:
                 await self._pause(_RETRY_MAX_S)
                 last = "0"  # entries read but not acknowledged before the error: read them again
 
-    async def _process(self, stream: str, entries: list[Any], *, adopted: bool = False) -> None:
-        """Route entries locally, commit, then acknowledge them."""
+    async def _process(self, stream: str, entries: list[Any], *, adopted: set[str] | None = None) -> bool:
+        """Route entries locally, commit, then acknowledge them; False (nothing acknowledged)
+        when the node is fenced.
+
+        `adopted`: the entries are a dead node's; deliver them only to the sessions adopted from
+        it (the others here got their copy through this node's own stream).
+        """
+        if not self.fence.serving:
+            return False
         hub = self.broker.hub
         durable = False
         ids = []
@@ -794,29 +1049,98 @@ class ClusterLink:
                 log.warning("ignoring malformed cluster entry %r on %s", entry_id, stream)
                 continue
             if isinstance(entry, Kick):
-                if adopted:
+                if adopted is not None:
                     await self._answer(entry)
                 else:
                     await self._handle_kick(entry)
                 continue
             self._count("forwards_in")
-            self._inbound_shares = entry.shares
             try:
                 if entry.retain:
                     hub.retain(entry.topic, entry.payload, entry.qos)
-                if hub.route(entry.topic, entry.payload, entry.qos, retain=entry.retain, forwarded=True):
-                    durable = True
+                if entry.to or adopted is not None:
+                    targets = set(entry.to) if entry.to else set(adopted or ())
+                    durable = self._deliver_targeted(entry, targets) or durable
+                else:
+                    durable = self._route_inbound(entry) or durable
             except Exception:
                 # A bug, not a Redis problem: skip this entry rather than stop consuming (or
                 # read it again forever).
                 self._count("bad_entries")
                 log.exception("routing cluster entry %r from %s failed; skipped", entry_id, entry.origin)
-            finally:
-                self._inbound_shares = None
         if durable:
             await self.session_store.flush()
             hub.committer.kick()
+        if not self.fence.serving:
+            return False  # fenced while committing: the entries stay pending for the adopter
         await self.redis.xack(stream, GROUP, *ids)
+        return True
+
+    def _route_inbound(self, entry: Forward) -> bool:
+        """Route a forwarded entry to every matching local session that does not have it yet."""
+        hub = self.broker.hub
+        hidden: dict[str, Session] = {}
+        if entry.mid:
+            # Sessions that already queued this message (its copy came by another stream while
+            # the session changed node) sit out this one call (synchronous: nothing else runs).
+            for client_id in self.seen.holders(entry.mid):
+                session = hub.sessions.pop(client_id, None)
+                if session is not None:
+                    hidden[client_id] = session
+        self._inbound_shares = entry.shares
+        self._inbound_mid = entry.mid
+        try:
+            durable = hub.route(entry.topic, entry.payload, entry.qos, retain=entry.retain, forwarded=True)
+        finally:
+            self._inbound_shares = None
+            self._inbound_mid = ""
+            hub.sessions.update(hidden)
+        for client_id, node in self.moved.matching(entry.topic):
+            durable = self._pass_on(entry, client_id, node) or durable
+        return durable
+
+    def _deliver_targeted(self, entry: Forward, targets: set[str]) -> bool:
+        """Deliver an entry to `targets` only; park it for a session being claimed here, send it
+        on for one that moved away."""
+        hub = self.broker.hub
+        self._inbound_shares = entry.shares
+        self._inbound_mid = entry.mid
+        try:
+            durable, absent = deliver_to(
+                hub, targets, entry.topic, entry.payload, entry.qos, mid=entry.mid, seen=self.seen
+            )
+        finally:
+            self._inbound_shares = None
+            self._inbound_mid = ""
+        for client_id in absent:
+            parked = self._claiming.get(client_id)
+            if parked is not None:
+                parked.append(entry)
+                continue
+            node = self.moved.node_of(client_id)
+            if node is not None and node != self.node_id:
+                durable = self._pass_on(entry, client_id, node) or durable
+                continue
+            self._count("targeted_dropped")
+        return durable
+
+    def _pass_on(self, entry: Forward, client_id: str, node: str) -> bool:
+        """Send `entry` on to `node`, for `client_id` only (same message id)."""
+        fields = encode_forward(
+            Forward(
+                topic=entry.topic,
+                payload=entry.payload,
+                qos=entry.qos,
+                retain=False,
+                shares=(),
+                origin=entry.origin,
+                mid=entry.mid,
+                to=(client_id,),
+            )
+        )
+        self._count("passed_on")
+        queued = self._push_xadd(node, fields)
+        return queued and entry.qos > 0
 
     async def _answer(self, kick: Kick) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -832,10 +1156,10 @@ class ClusterLink:
                 raw: Any = await self.redis.hkeys(self.keys.nodes)
                 known = [_text(n) for n in raw]
                 live = await self._live_nodes()
-                for node in set(self.routes.nodes) - live:
-                    self.routes.drop(node)  # stop forwarding to it at once
+                for node in set(self.routes.nodes) - set(known):
+                    self.routes.drop(node)  # deregistered: its adopter has its sessions
                 settled = time.monotonic() - self._healthy_since > self.settings.node_ttl_s
-                if self._down_since is not None or not settled:
+                if self._down_since is not None or not settled or not self.fence.serving:
                     continue  # after an outage every heartbeat may have lapsed: wait for them
                 for node in known:
                     if node != self.node_id and node not in live:
@@ -850,7 +1174,9 @@ class ClusterLink:
         if not lock:
             return False
         try:
-            await self._adopt_locked(dead)
+            # Under the lock: a node adopted (deregistered) or rejoined meanwhile is left alone.
+            if await self.redis.hexists(keys.nodes, dead) and not await self.redis.exists(keys.alive(dead)):
+                await self._adopt_locked(dead)
         finally:
             await self.redis.delete(keys.adopt(dead))
         return True
@@ -860,6 +1186,7 @@ class ClusterLink:
         log.warning("node %r is dead: adopting its sessions and stream", dead)
         hub = self.broker.hub
         adopted = 0
+        taken: set[str] = set()
         members: Any = await self.redis.smembers(keys.owned(dead))
         for raw in members:
             client_id = _text(raw)
@@ -870,27 +1197,48 @@ class ClusterLink:
             pipe.hset(keys.clients, client_id, self.node_id)
             pipe.sadd(keys.owned(self.node_id), client_id)
             await pipe.execute()
+            taken.add(client_id)
             if client_id not in hub.sessions:
                 stored = await self._load_session(client_id)
                 if stored is not None and client_id not in hub.sessions:
                     hub.restore([stored], [])
                     adopted += 1
-        # Let our new filters reach the other nodes, then drain; drain again after the others
-        # have stopped forwarding to the dead node (they drop it when its heartbeat lapses).
-        await self._drained()
-        moved = await self._drain(dead)
+        # Our routes for the adopted sessions reach the other nodes before the dead node is
+        # deregistered (until then they keep forwarding to its stream, drained here).
+        await self._routes_written()
+        await self._hold()
+        moved = await self._drain(dead, taken)
         await self._pause(2 * self.settings.heartbeat_s)
-        moved += await self._drain(dead)
+        moved += await self._drain(dead, taken)
         pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.stream(dead), keys.routes(dead), keys.owned(dead))
         pipe.hdel(keys.nodes, dead)
         pipe.publish(keys.route_channel, encode_delta(dead, [], ["*"]))
+        await pipe.execute()
+        # Forwards the others queued before they dropped its routes still arrive: drain them.
+        tail_until = time.monotonic() + max(1.0, 4 * self.settings.heartbeat_s)
+        while time.monotonic() < tail_until and not self._stop.is_set():
+            await self._pause(self.settings.heartbeat_s)
+            moved += await self._drain(dead, taken)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.stream(dead), keys.routes(dead), keys.owned(dead))
         await pipe.execute()
         self._count("nodes_adopted")
         log.warning("node %r adopted: %d sessions, %d stream entries", dead, adopted, moved)
 
-    async def _drain(self, dead: str) -> int:
-        """Claim the dead node's pending entries and read its unread ones; route them here."""
+    async def _hold(self) -> None:
+        """Test hook: wait while `ClusterKeys.hold_adopt` exists (bounded), so a test can order
+        an adoption against a reconnect. Production never sets the key."""
+        key = self.keys.hold_adopt
+        deadline = time.monotonic() + _HOLD_MAX_S
+        if not await self.redis.exists(key):
+            return
+        log.warning("adoption held by %s", key)
+        while time.monotonic() < deadline and await self.redis.exists(key):
+            await self._pause(0.05)
+
+    async def _drain(self, dead: str, adopted: set[str]) -> int:
+        """Claim the dead node's pending entries and read its unread ones; deliver them to the
+        sessions adopted from it."""
         stream = self.keys.stream(dead)
         moved = 0
         try:
@@ -901,7 +1249,8 @@ class ClusterLink:
                 )
                 start, claimed = reply[0], reply[1]
                 if claimed:
-                    await self._process(stream, claimed, adopted=True)
+                    if not await self._process(stream, claimed, adopted=adopted):
+                        raise ClusterError("fenced while adopting")
                     moved += len(claimed)
                 if start in (b"0-0", "0-0"):
                     break
@@ -912,7 +1261,8 @@ class ClusterLink:
                 entries = unread[0][1] if unread else []
                 if not entries:
                     break
-                await self._process(stream, entries, adopted=True)
+                if not await self._process(stream, entries, adopted=adopted):
+                    raise ClusterError("fenced while adopting")
                 moved += len(entries)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):

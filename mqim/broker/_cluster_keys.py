@@ -11,6 +11,8 @@ Layout under a prefix (default ``mqim``, the same as `RedisSessionStore`'s)::
     {prefix}:cluster:stream:{node}      stream  messages and control entries for the node
     {prefix}:cluster:kicked:{token}     list    a node's answer to a takeover ("kick") entry
     {prefix}:cluster:adopt:{node}       string  lock of the node adopting a dead node's sessions
+    {prefix}:cluster:hold:adopt         string  test hook: while it exists, an adopter waits
+                                                after taking the sessions over, before draining
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class ClusterKeys:
     def adopt(self, node: str) -> str:
         return f"{self.prefix}:cluster:adopt:{node}"
 
+    @property
+    def hold_adopt(self) -> str:
+        return f"{self.prefix}:cluster:hold:adopt"
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Forward:
@@ -103,6 +109,10 @@ class Forward:
         shares: Share filters (`$share/g/f`) this node serves for this message; other share
             groups that match are served by another node (or were already).
         origin: The node it was published on.
+        mid: The message's cluster id (origin incarnation and a counter): the same in every
+            stream the message is written to, so a session that gets it twice recognises it.
+        to: Empty: route to every matching session. Else only to these client ids (a session
+            that moved, or is moving, to this node; see `_cluster_adopt`).
     """
 
     topic: str
@@ -111,6 +121,8 @@ class Forward:
     retain: bool
     shares: tuple[str, ...]
     origin: str
+    mid: str = ""
+    to: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -144,6 +156,10 @@ def encode_forward(forward: Forward) -> Fields:
     }
     if forward.shares:
         fields["s"] = json.dumps(list(forward.shares))
+    if forward.mid:
+        fields["i"] = forward.mid
+    if forward.to:
+        fields["to"] = json.dumps(list(forward.to))
     return fields
 
 
@@ -167,6 +183,13 @@ def decode_entry(fields: dict[bytes, bytes]) -> Entry | None:
                 if not isinstance(loaded, list) or not all(isinstance(s, str) for s in loaded):
                     return None
                 shares = tuple(loaded)
+            to: tuple[str, ...] = ()
+            raw_to = fields.get(b"to")
+            if raw_to:
+                targets = json.loads(raw_to)
+                if not isinstance(targets, list) or not all(isinstance(c, str) for c in targets):
+                    return None
+                to = tuple(targets)
             return Forward(
                 topic=fields[b"t"].decode(),
                 payload=bytes(fields[b"p"]),
@@ -174,6 +197,8 @@ def decode_entry(fields: dict[bytes, bytes]) -> Entry | None:
                 retain=fields.get(b"r") == b"1",
                 shares=shares,
                 origin=fields.get(b"o", b"?").decode(),
+                mid=fields.get(b"i", b"").decode(),
+                to=to,
             )
         if kind == b"kick":
             return Kick(

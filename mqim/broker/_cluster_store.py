@@ -10,6 +10,10 @@ things:
   so a publisher's PUBACK (held until the commit, see `Committer`) means the message is in Redis
   for every node that must deliver it. While Redis is unreachable it keeps retrying instead of
   failing: acknowledgements wait, nothing is lost, and the commit loop survives the outage.
+* While the node is fenced (`_cluster_fence`) every write is dropped: the sessions may belong to
+  another node by now, and this node's stale copy must not overwrite theirs.
+* `enqueue()` tells the link which session queued a message, so it can record the message's
+  cluster id with it (`SeenIndex`).
 """
 
 from __future__ import annotations
@@ -44,11 +48,15 @@ class ClusterSessionStore(SessionStore):
         load: Callable[[], Awaitable[tuple[list[StoredSession], list[RetainedRecord]]]],
         drained: Callable[[], Awaitable[None]],
         closing: Callable[[], bool],
+        serving: Callable[[], bool] = lambda: True,
+        enqueued: Callable[[str], None] | None = None,
     ) -> None:
         self.inner = inner
         self._load = load
         self._drained = drained
         self._closing = closing
+        self._serving = serving
+        self._enqueued = enqueued
 
     async def open(self) -> None:
         await self.inner.open()
@@ -62,21 +70,28 @@ class ClusterSessionStore(SessionStore):
     def save_session(
         self, client_id: str, *, user: str | None, subscriptions: dict[str, int], disconnected_ts: int | None
     ) -> None:
-        self.inner.save_session(
-            client_id, user=user, subscriptions=subscriptions, disconnected_ts=disconnected_ts
-        )
+        if self._serving():
+            self.inner.save_session(
+                client_id, user=user, subscriptions=subscriptions, disconnected_ts=disconnected_ts
+            )
 
     def delete_session(self, client_id: str) -> None:
-        self.inner.delete_session(client_id)
+        if self._serving():
+            self.inner.delete_session(client_id)
 
     def enqueue(self, client_id: str, message: QueuedMessage) -> None:
-        self.inner.enqueue(client_id, message)
+        if self._serving():
+            self.inner.enqueue(client_id, message)
+            if self._enqueued is not None:
+                self._enqueued(client_id)
 
     def dequeue(self, client_id: str, qids: Sequence[int]) -> None:
-        self.inner.dequeue(client_id, qids)
+        if self._serving():
+            self.inner.dequeue(client_id, qids)
 
     def set_retained(self, record: RetainedRecord) -> None:
-        self.inner.set_retained(record)
+        if self._serving():
+            self.inner.set_retained(record)
 
     async def flush(self) -> None:
         """Wait for the session writes and the forwards queued before the call.

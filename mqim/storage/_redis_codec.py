@@ -5,6 +5,7 @@ Layout under a prefix (default ``mqim``)::
     {prefix}:sessions       hash  client_id -> JSON {"user", "subs", "dts"}
     {prefix}:q:{client_id}  hash  qid (decimal) -> queued message (binary, see `encode_queued`)
     {prefix}:retained       hash  topic -> retained message (binary, see `encode_retained`)
+    {prefix}:seen:{client_id} list  cluster message ids the session queued, newest last (capped)
 
 A batch of writes becomes a list of commands that `RedisSessionStore` runs in one MULTI/EXEC.
 Every command sets or deletes whole values, so running the same batch twice (a retry after a
@@ -51,6 +52,29 @@ class Keys:
     def queue(self, client_id: str) -> str:
         """The hash holding one client's queue."""
         return f"{self.prefix}:q:{client_id}"
+
+    def seen(self, client_id: str) -> str:
+        """The list of cluster message ids one client's session queued (cluster dedupe)."""
+        return f"{self.prefix}:seen:{client_id}"
+
+
+SEEN_KEPT: Final = 4096
+"""Message ids kept per session: far more than one node reads from a stream per batch."""
+
+
+@dataclass(slots=True)
+class SeenOp:
+    """`RedisSessionStore.record_seen`: a session queued the cluster message `mid`.
+
+    Not an `EnqueueOp`, so `coalesce` never drops it: an entry enqueued and acknowledged within
+    one batch is still known as received.
+    """
+
+    client_id: str
+    mid: str
+
+
+StoreOp = WriteOp | SeenOp
 
 
 def _qos(qos: object) -> int:
@@ -131,16 +155,22 @@ class Encoded:
     """A batch as commands; `owners[i]` is the op that produced `commands[i]`."""
 
     commands: list[Command]
-    owners: list[WriteOp]
-    failed: list[tuple[WriteOp, Exception]]
+    owners: list[StoreOp]
+    failed: list[tuple[StoreOp, Exception]]
 
 
-def _op_commands(keys: Keys, op: WriteOp) -> list[Command]:
+def _op_commands(keys: Keys, op: StoreOp) -> list[Command]:
+    if isinstance(op, SeenOp):
+        key = keys.seen(op.client_id)
+        return [("RPUSH", key, op.mid), ("LTRIM", key, -SEEN_KEPT, -1)]
     if isinstance(op, SaveOp):
         value = encode_session(op.user, op.subscriptions, op.disconnected_ts)
         return [("HSET", keys.sessions, op.client_id, value)]
     if isinstance(op, DeleteOp):
-        return [("HDEL", keys.sessions, op.client_id), ("DEL", keys.queue(op.client_id))]
+        return [
+            ("HDEL", keys.sessions, op.client_id),
+            ("DEL", keys.queue(op.client_id), keys.seen(op.client_id)),
+        ]
     if isinstance(op, EnqueueOp):
         return [("HSET", keys.queue(op.client_id), op.qid, encode_queued(op.topic, op.payload, op.qos))]
     if isinstance(op, DequeueOp):
@@ -152,7 +182,7 @@ def _op_commands(keys: Keys, op: WriteOp) -> list[Command]:
     raise TypeError(f"not a write: {op!r}")  # pragma: no cover
 
 
-def encode_batch(keys: Keys, ops: Sequence[WriteOp]) -> Encoded:
+def encode_batch(keys: Keys, ops: Sequence[StoreOp]) -> Encoded:
     """The commands for `ops` (already coalesced), in order.
 
     A write that cannot be encoded (a bad value) is left out and listed in `failed`: it loses

@@ -41,6 +41,8 @@ from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._records import RetainedRecord, StoredSession
 from mqim.storage._redis_codec import (
     Keys,
+    SeenOp,
+    StoreOp,
     decode_queued,
     decode_retained,
     decode_session,
@@ -57,7 +59,6 @@ from mqim.storage._session_writes import (
     RetainOp,
     SaveOp,
     Stop,
-    WriteOp,
     coalesce,
 )
 
@@ -72,7 +73,7 @@ RETRY_MAX_S: Final = 1.0
 LOAD_CHUNK: Final = 256
 
 _DOWN_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
-_WRITE_TYPES: Final = (SaveOp, DeleteOp, EnqueueOp, DequeueOp, RetainOp)
+_WRITE_TYPES: Final = (SaveOp, DeleteOp, EnqueueOp, DequeueOp, RetainOp, SeenOp)
 
 
 def _as_bytes(value: object) -> bytes:
@@ -134,7 +135,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         self._max_pending = max_pending
         self._timeout_s = timeout_s
         self._close_timeout_s = close_timeout_s
-        self._ops: collections.deque[Op] = collections.deque()
+        self._ops: collections.deque[Op | SeenOp] = collections.deque()
         self._wake = asyncio.Event()
         self._redis: aioredis.Redis | None = None
         self._task: asyncio.Task[None] | None = None
@@ -233,11 +234,30 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise lost
 
     # -- queued writes (sync, called on the event loop) ------------------------------------------
-    def _push(self, op: Op) -> None:
+    def _push(self, op: Op | SeenOp) -> None:
         self._ops.append(op)
         self._wake.set()
 
-    def _push_write(self, op: WriteOp) -> None:
+    def record_seen(self, client_id: str, mid: str) -> None:
+        """Remember that `client_id`'s session queued the cluster message `mid` (queued write,
+        ordered with the enqueue: both are in the same or an earlier MULTI/EXEC than the
+        acknowledgement of the stream entry that carried it)."""
+        self._push_write(SeenOp(client_id, mid))
+
+    def discard_writes(self) -> int:
+        """Drop every queued write (a fenced cluster node: its sessions may belong to another
+        node by now). Pending `flush()` and `load()` calls still resolve. Returns the count."""
+        kept: collections.deque[Op | SeenOp] = collections.deque()
+        dropped = 0
+        for op in self._ops:
+            if isinstance(op, _WRITE_TYPES):
+                dropped += 1
+            else:
+                kept.append(op)
+        self._ops = kept
+        return dropped
+
+    def _push_write(self, op: StoreOp) -> None:
         if not self._accepting:
             raise Unavailable("session store is closed" if self._closed else "session store is not open")
         if len(self._ops) >= self._max_pending:
@@ -286,7 +306,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
 
     def _fail_waiters(self, exc: StorageError) -> None:
         """Fail every queued flush()/load(): what they wait for cannot be done now."""
-        kept: collections.deque[Op] = collections.deque()
+        kept: collections.deque[Op | SeenOp] = collections.deque()
         for op in self._ops:
             if isinstance(op, Barrier | Load):
                 if not op.future.done():
@@ -312,7 +332,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                 continue
             op = self._ops[0]
             if isinstance(op, _WRITE_TYPES):
-                batch: list[WriteOp] = []
+                batch: list[StoreOp] = []
                 while self._ops and len(batch) < self._batch_max and isinstance(self._ops[0], _WRITE_TYPES):
                     write = self._ops.popleft()
                     assert isinstance(write, _WRITE_TYPES)
@@ -335,8 +355,9 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                 except StorageError as exc:
                     op.future.set_exception(exc)
 
-    async def _commit(self, client: aioredis.Redis, batch: list[WriteOp]) -> None:
-        encoded = encode_batch(self._keys, coalesce(batch))
+    async def _commit(self, client: aioredis.Redis, batch: list[StoreOp]) -> None:
+        # `coalesce` keeps what it does not know (the SeenOps) in place.
+        encoded = encode_batch(self._keys, coalesce(batch))  # type: ignore[arg-type]
         for op, exc in encoded.failed:
             self._record_lost(f"{type(op).__name__} for {getattr(op, 'client_id', None) or op}: {exc}")
         if not encoded.commands:

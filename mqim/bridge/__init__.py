@@ -10,6 +10,7 @@ package holds the outbound side and the glue into the IM:
 - `_im`: device messages into conversation requests, commands out to devices (pure);
 - `_config`: `<data_dir>/bridges.json` (bridges, IM mappings, command routes);
 - `_status`: counters and the status file `mqim bridge list` reads;
+- `_outbox`: `Outbox`, the durable bounded queue (SQLite) of what a bridge sends out;
 - `_outbound`: `OutboundBridge`, the aiomqtt client of one bridge (async shell);
 - `_service`: `BridgeService`, runs everything in the embedded server.
 """
@@ -19,6 +20,7 @@ from mqim.bridge._config import (
     MAX_BRIDGES,
     MAX_MAPPINGS,
     MAX_TOPICS_PER_BRIDGE,
+    OUTBOX_FILENAME,
     STATUS_FILENAME,
     BridgeConfig,
     BridgesFile,
@@ -27,14 +29,22 @@ from mqim.bridge._config import (
     RemoteUrl,
     dump_bridges,
     load_bridges,
+    outbox_filename,
     parse_bridges,
     parse_remote,
     save_bridges,
 )
-from mqim.bridge._exceptions import BridgeConfigError, BridgeError, BridgeUnavailable, TopicRuleError
+from mqim.bridge._exceptions import (
+    BridgeConfigError,
+    BridgeError,
+    BridgeStorageError,
+    BridgeUnavailable,
+    TopicRuleError,
+)
 from mqim.bridge._im import command_for, decode_payload, stable_message_id, uplink_for
 from mqim.bridge._loop import EchoGuard, payload_digest
-from mqim.bridge._outbound import Barrier, LocalPort, OutboundBridge, cover_filters
+from mqim.bridge._outbound import Barrier, ConsumerCallback, LocalPort, OutboundBridge, cover_filters
+from mqim.bridge._outbox import Outbox, OutboxEntry, Receipt
 from mqim.bridge._service import BridgeService, CommitterLike, committer_barrier
 from mqim.bridge._status import BridgeStats, read_status, write_status
 from mqim.bridge._topics import (
@@ -55,6 +65,7 @@ __all__ = [
     "MAX_BRIDGES",
     "MAX_MAPPINGS",
     "MAX_TOPICS_PER_BRIDGE",
+    "OUTBOX_FILENAME",
     "STATUS_FILENAME",
     "Barrier",
     "BridgeConfig",
@@ -62,15 +73,20 @@ __all__ = [
     "BridgeError",
     "BridgeService",
     "BridgeStats",
+    "BridgeStorageError",
     "BridgeUnavailable",
     "BridgesFile",
     "CommandRoute",
     "CommitterLike",
+    "ConsumerCallback",
     "Direction",
     "EchoGuard",
     "ImMapping",
     "LocalPort",
     "OutboundBridge",
+    "Outbox",
+    "OutboxEntry",
+    "Receipt",
     "RemoteUrl",
     "TopicRule",
     "TopicRuleError",
@@ -86,6 +102,7 @@ __all__ = [
     "map_in",
     "map_out",
     "may_echo",
+    "outbox_filename",
     "parse_bridges",
     "parse_remote",
     "parse_topic_rule",

@@ -48,6 +48,9 @@ BRIDGES_FILENAME: Final = "bridges.json"
 STATUS_FILENAME: Final = "bridges-status.json"
 """Where a running server writes bridge status and counters, inside the data directory."""
 
+OUTBOX_FILENAME: Final = "bridge-{name}-outbox.db"
+"""The durable outbox of outbound bridge `name`, inside the data directory (`outbox_filename`)."""
+
 MAX_BRIDGES: Final = 64
 """Outbound bridges in one file."""
 
@@ -126,7 +129,10 @@ class BridgeConfig(_Model):
     reconnect_max_delay: PositiveFloat = 30.0
     """Longest reconnect delay, in seconds."""
     max_pending_out: PositiveInt = 10_000
-    """Messages waiting to be confirmed by the remote; beyond it the oldest are dropped (counted)."""
+    """Messages the durable outbox holds until the remote confirms them; when it is full, new
+    messages are refused (their publishers are not acknowledged and send again), never dropped."""
+    max_pending_out_bytes: PositiveInt = 64 * 1024 * 1024
+    """Payload plus topic bytes the outbox holds (an empty outbox takes one message of any size)."""
     echo_window_s: PositiveFloat = DEFAULT_ECHO_WINDOW_S
     """Seconds an exported message's echo from the remote is expected (see `mqim.bridge._loop`)."""
     max_echo_entries: PositiveInt = DEFAULT_MAX_ECHO_ENTRIES
@@ -171,6 +177,11 @@ class BridgeConfig(_Model):
     def remote_url(self) -> RemoteUrl:
         """The parsed remote URL."""
         return parse_remote(self.remote)
+
+
+def outbox_filename(name: str) -> str:
+    """The file name of bridge `name`'s outbox inside the data directory."""
+    return OUTBOX_FILENAME.format(name=name)
 
 
 class ImMapping(_Model):

@@ -5,8 +5,10 @@ Hierarchy::
     BridgeError                 any failure raised by mqim.bridge
     ├── BridgeConfigError       an invalid topic rule, mapping or bridges file
     │   └── TopicRuleError      a `--topic` rule that does not parse (Mosquitto syntax)
-    └── BridgeUnavailable       the remote broker cannot be reached or refused us
-                                (aiomqtt.MqttError is translated to it)
+    ├── BridgeUnavailable       the remote broker cannot be reached or refused us
+    │                           (aiomqtt.MqttError is translated to it)
+    └── BridgeStorageError      a bridge's outbox file cannot be opened, read or written
+                                (sqlite3 and OS errors are translated to it)
 """
 
 from __future__ import annotations
@@ -26,3 +28,7 @@ class TopicRuleError(BridgeConfigError):
 
 class BridgeUnavailable(BridgeError):
     """The remote broker cannot be reached, refused the connection or a subscription."""
+
+
+class BridgeStorageError(BridgeError):
+    """A bridge's durable outbox cannot be opened, read or written (SQLite or the file system)."""

@@ -1,6 +1,6 @@
 """`OutboundBridge`: mqim connects to a remote broker and maps topics both ways (the async shell).
 
-Local side: `out` rules are served by in-process listeners on the broker (`attach_listener`),
+Local side: `out` rules are served by in-process consumers on the broker (`attach_consumer`),
 `in` rules by `publish_local`. Remote side: one aiomqtt client with a fixed client id and
 `clean_session=False`, so the remote keeps our subscriptions and queues what arrives while we are
 away. Every connection attempt uses a fresh aiomqtt client (no state of a dead connection leaks
@@ -12,10 +12,24 @@ QoS 1 end to end (QoS 2 rules are carried as QoS 1: at least once, the IM dedups
 * remote -> mqim: messages are acknowledged to the remote by hand (paho's manual ack) only after
   they were routed locally and the broker's durable writes for them were committed (`barrier`),
   so a crash before that makes the remote redeliver them;
-* mqim -> remote: a message leaves the pending queue only once the remote acknowledged it; after
-  a reconnect the unconfirmed ones are sent again. The pending queue is in memory and bounded
-  (`max_pending_out`, oldest dropped and counted): a crash of mqim loses what the remote had not
-  confirmed yet; a clean stop first tries to flush it.
+* mqim -> remote ("PUBACK means durably accepted"): each message an `out` rule matches is put
+  in the bridge's durable outbox (`mqim.bridge._outbox`, SQLite in
+  `<data_dir>/bridge-<name>-outbox.db`). The broker hands the consumer a hold (`Receipt`) on the
+  local publisher's PUBACK; it is settled only after the outbox transaction holding the message
+  is committed (group commit on the outbox's own thread), so a publisher that got its PUBACK
+  never loses the message, even to ``kill -9``. Only committed messages are sent, in order, up
+  to `SEND_WINDOW` at a time; a message leaves the outbox (and its row is deleted) only once the
+  remote acknowledged it. After a reconnect, or a restart of mqim, the unconfirmed ones are sent
+  again in their order (at least once: the remote may get one twice).
+* the outbox is bounded (`max_pending_out` messages, `max_pending_out_bytes`): when it is full a
+  new message is refused by failing its hold, so its publisher gets no PUBACK and keeps it (it
+  sends it again after reconnecting); nothing accepted is evicted. Refusals are counted
+  (`refused_full`) and logged once per episode. A message nobody can resend (QoS 0, or published
+  by the server itself: no hold) is then dropped and counted (`dropped_overflow`). If a commit
+  fails, the holds of its messages fail the same way.
+
+A clean stop gives the remote a moment to confirm what is pending; what it did not stays in the
+outbox for the next start.
 
 Loops are prevented as described in `mqim.bridge._loop`.
 """
@@ -27,9 +41,8 @@ import contextlib
 import logging
 import ssl
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Final, Protocol, Self
 
@@ -38,8 +51,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from mqim.acl import filter_is_subset
 from mqim.bridge._config import BridgeConfig
-from mqim.bridge._exceptions import BridgeConfigError, BridgeUnavailable
+from mqim.bridge._exceptions import BridgeConfigError, BridgeStorageError, BridgeUnavailable
 from mqim.bridge._loop import EchoGuard
+from mqim.bridge._outbox import Outbox, Receipt
 from mqim.bridge._status import BridgeStats
 from mqim.bridge._topics import TopicRule, local_filters, map_in, map_out, may_echo, subscriptions
 from mqim.client import backoff_delay
@@ -62,8 +76,22 @@ DRAIN_TIMEOUT_S: Final = 5.0
 """How long a clean stop waits for pending outbound messages to be confirmed."""
 
 
+ConsumerCallback = Callable[[str, bytes, Receipt | None], None]
+"""`callback(topic, payload, hold)` of a consumer (see `LocalPort.attach_consumer`)."""
+
+
 class LocalPort(Protocol):
     """The in-process broker, as the bridge uses it (`MqimBroker` implements it)."""
+
+    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
+        """Call `callback(topic, payload, hold)` synchronously for every publish matching the filter.
+
+        When `hold` is not None the broker has taken it for this consumer, and the publisher's
+        PUBACK waits until the consumer calls exactly one of `hold.settle()` (durably taken) or
+        `hold.fail()` (not taken: the publisher must resend). It is None for QoS 0 and for
+        messages the server publishes itself. Returns a function that detaches the consumer.
+        """
+        ...
 
     def attach_listener(
         self, topic_filter: str, callback: Callable[[str, bytes], None]
@@ -78,14 +106,6 @@ class LocalPort(Protocol):
 
 Barrier = Callable[[], Awaitable[None]]
 """Waits until every message routed so far is durable (its queue writes are committed)."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Pending:
-    seq: int
-    topic: str
-    payload: bytes
-    qos: int
 
 
 def cover_filters(filters: list[str]) -> list[str]:
@@ -116,11 +136,19 @@ class OutboundBridge:
     Args:
         config: The bridge definition.
         port: The local broker.
+        outbox_path: The SQLite file of the durable outbox (`<data_dir>/bridge-<name>-outbox.db`,
+            see `mqim.bridge._config.outbox_filename`); created if missing.
         barrier: Awaited before acknowledging inbound messages to the remote; None when the
             local broker has no durable state.
+
+    Raises:
+        BridgeStorageError: On entering, when the outbox cannot be opened.
+        BridgeConfigError: On entering, when the CA file cannot be loaded.
     """
 
-    def __init__(self, *, config: BridgeConfig, port: LocalPort, barrier: Barrier | None = None) -> None:
+    def __init__(
+        self, *, config: BridgeConfig, port: LocalPort, outbox_path: Path, barrier: Barrier | None = None
+    ) -> None:
         self.config = config
         self.name = config.name
         self.rules: tuple[TopicRule, ...] = config.rules
@@ -129,9 +157,14 @@ class OutboundBridge:
         self._barrier = barrier
         self._remote = config.remote_url
         self._echo = EchoGuard(window_s=config.echo_window_s, max_entries=config.max_echo_entries)
-        self._pending: deque[_Pending] = deque()
-        self._next_seq = 0
-        self._wake = asyncio.Event()
+        self.outbox = Outbox(
+            path=outbox_path,
+            max_messages=config.max_pending_out,
+            max_bytes=config.max_pending_out_bytes,
+            name=config.name,
+            on_error=self._outbox_failed,
+        )
+        self._refusing = 0
         self._injecting = False
         self._last_local: tuple[str, bytes] | None = None
         self._multi_listener = False
@@ -153,10 +186,19 @@ class OutboundBridge:
                 )
             except (OSError, ssl.SSLError) as exc:
                 raise BridgeConfigError(f"bridge {self.name}: cannot load CA file {cafile}: {exc}") from exc
-        filters = cover_filters(local_filters(self.rules))
-        self._multi_listener = len(filters) > 1
-        for topic_filter in filters:
-            self._detach.append(self._port.attach_listener(topic_filter, self._on_local))
+        await self.outbox.open()
+        self._update_pending()
+        try:
+            filters = cover_filters(local_filters(self.rules))
+            self._multi_listener = len(filters) > 1
+            for topic_filter in filters:
+                self._detach.append(self._port.attach_consumer(topic_filter, self._on_local))
+        except BaseException:
+            for detach in self._detach:
+                detach()
+            self._detach.clear()
+            await self.outbox.close()
+            raise
         self._task = asyncio.get_running_loop().create_task(
             self._supervise(), name=f"mqim-bridge:{self.name}"
         )
@@ -171,24 +213,32 @@ class OutboundBridge:
         task, self._task = self._task, None
         if task is None:
             return
-        if self._pending and self._connected.is_set() and not task.done():
-            # A clean stop: give the remote a moment to confirm what is pending.
-            self._drained.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                    await self._drained.wait()
-        if self._pending:
-            log.warning(
-                "bridge %s stopped with %d unconfirmed outbound messages", self.name, len(self._pending)
-            )
-        task.cancel()
         try:
-            await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                raise
-        self._set_state("stopped")
+            if self.outbox.count and self._connected.is_set() and not task.done():
+                # A clean stop: give the remote a moment to confirm what is pending.
+                self._drained.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                        await self._drained.wait()
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise
+        finally:
+            # Commits what was accepted (settling its holds) and the last confirmations.
+            await self.outbox.close()
+            self._update_pending()
+            if self.outbox.count:
+                log.info(
+                    "bridge %s stopped with %d unconfirmed outbound messages (kept in %s)",
+                    self.name,
+                    self.outbox.count,
+                    self.outbox.path,
+                )
+            self._set_state("stopped")
 
     @property
     def connected(self) -> bool:
@@ -201,36 +251,77 @@ class OutboundBridge:
             self.stats.since = time.time()
 
     # -- local side ----------------------------------------------------------------------------
-    def _on_local(self, topic: str, payload: bytes) -> None:
-        """Out-listener: queue a local message for the remote (called inside the broker's routing)."""
+    def _on_local(self, topic: str, payload: bytes, hold: Receipt | None) -> None:
+        """Out-consumer: put a local message in the outbox (called inside the broker's routing).
+
+        Exactly one of `hold.settle()` / `hold.fail()` follows: now for a message this bridge
+        does not take, or from the outbox after the commit that holds it.
+        """
         if self._injecting:
             # We are routing a message that came from this bridge's remote: never send it back.
             self.stats.dropped_loops += 1
+            self._settle(hold)
             return
         if self._multi_listener:
             # Overlapping filters fire once each for one publish: the same objects, back to back.
             last = self._last_local
             if last is not None and last[0] == topic and last[1] is payload:
+                self._settle(hold)  # the first call has it
                 return
             self._last_local = (topic, payload)
         mapped = map_out(self.rules, topic)
         if mapped is None:
+            self._settle(hold)
             return
         remote_topic, qos = mapped
-        self._pending.append(_Pending(self._next_seq, remote_topic, payload, min(qos, 1)))
-        self._next_seq += 1
-        if len(self._pending) > self.config.max_pending_out:
-            self._pending.popleft()
-            self.stats.dropped_overflow += 1
-            if self.stats.dropped_overflow & (self.stats.dropped_overflow - 1) == 0:
-                log.warning(
-                    "bridge %s: %d outbound messages dropped, max_pending_out=%d reached",
+        if self.outbox.offer(remote_topic, payload, min(qos, 1), hold):
+            if self._refusing:
+                log.info(
+                    "bridge %s: outbox accepts again (%d messages refused while full)",
                     self.name,
-                    self.stats.dropped_overflow,
-                    self.config.max_pending_out,
+                    self._refusing,
                 )
-        self.stats.pending_out = len(self._pending)
-        self._wake.set()
+                self._refusing = 0
+        else:
+            self._refuse(hold)
+        self._update_pending()
+
+    def _refuse(self, hold: Receipt | None) -> None:
+        """The outbox is full (or closing): the publisher keeps the message; nothing is evicted."""
+        if hold is not None:
+            self.stats.refused_full += 1
+            try:
+                hold.fail()
+            except Exception:
+                log.exception("bridge %s: failing a hold failed", self.name)
+        else:
+            self.stats.dropped_overflow += 1  # QoS 0 or the server's own: nobody can resend it
+        if not self._refusing:
+            log.warning(
+                "bridge %s: outbox full (%d messages, %d bytes; max_pending_out=%d, "
+                "max_pending_out_bytes=%d): new messages are refused until the remote confirms more",
+                self.name,
+                self.outbox.count,
+                self.outbox.size,
+                self.config.max_pending_out,
+                self.config.max_pending_out_bytes,
+            )
+        self._refusing += 1
+
+    def _settle(self, hold: Receipt | None) -> None:
+        if hold is not None:
+            try:
+                hold.settle()
+            except Exception:
+                log.exception("bridge %s: settling a hold failed", self.name)
+
+    def _update_pending(self) -> None:
+        self.stats.pending_out = self.outbox.count
+        self.stats.pending_out_bytes = self.outbox.size
+
+    def _outbox_failed(self, exc: BridgeStorageError) -> None:
+        self.stats.error(str(exc))
+        self._update_pending()
 
     def _bring_in(self, message: aiomqtt.Message) -> None:
         """Route one message from the remote into mqim (unless it is our own echo)."""
@@ -279,6 +370,8 @@ class OutboundBridge:
         # Acknowledge inbound QoS 1 only once the message is routed and durable here. aiomqtt has
         # no option for it; its paho client does (`manual_ack`), and `ack()` is called below.
         client._client.manual_ack_set(True)
+        # Up to SEND_WINDOW publishes wait for their acknowledgements by design: not a warning.
+        client.pending_calls_threshold = SEND_WINDOW
         return client
 
     async def _supervise(self) -> None:
@@ -354,12 +447,13 @@ class OutboundBridge:
                     client._client.ack(message.mid, message.qos)
 
     async def _send_loop(self, client: aiomqtt.Client) -> None:
+        outbox = self.outbox
+        ready = outbox.ready
         while True:
-            if not self._pending:
-                self._wake.clear()
-                await self._wake.wait()
+            if not ready:
+                await outbox.wait_ready()
                 continue
-            batch = [self._pending[i] for i in range(min(SEND_WINDOW, len(self._pending)))]
+            batch = [ready[i] for i in range(min(SEND_WINDOW, len(ready)))]
             now = time.monotonic()
             for item in batch:
                 if may_echo(self.rules, item.topic):
@@ -372,12 +466,17 @@ class OutboundBridge:
                 return_exceptions=True,
             )
             _raise_if_cancelling()
-            confirmed = {item.seq for item, result in zip(batch, results, strict=True) if result is None}
-            while self._pending and self._pending[0].seq in confirmed:
-                self._pending.popleft()
-                self.stats.messages_out += 1
-            self.stats.pending_out = len(self._pending)
-            if not self._pending:
+            # Confirmed in order: the prefix the remote acknowledged leaves the outbox; the rest
+            # (after a failure) is sent again.
+            through = None
+            for item, result in zip(batch, results, strict=True):
+                if result is not None:
+                    break
+                through = item.seq
+            if through is not None:
+                self.stats.messages_out += outbox.confirm_through(through)
+            self._update_pending()
+            if not outbox.count:
                 self._drained.set()
             failures = [r for r in results if isinstance(r, BaseException)]
             if failures:

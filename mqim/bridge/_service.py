@@ -1,6 +1,7 @@
 """`BridgeService`: everything in `<data_dir>/bridges.json`, run inside the embedded server.
 
-It starts one `OutboundBridge` per configured bridge, attaches the IM mapping rules and command
+It starts one `OutboundBridge` per configured bridge (each with its durable outbox,
+`<data_dir>/bridge-<name>-outbox.db`), attaches the IM mapping rules and command
 routes to the local broker, and writes `<data_dir>/bridges-status.json` (state and counters of
 every bridge, mapping and route, plus the inbound bridges' `$SYS` notices) about once a second,
 which `mqim bridge list` reads.
@@ -25,6 +26,7 @@ from mqim.bridge._config import (
     CommandRoute,
     ImMapping,
     load_bridges,
+    outbox_filename,
 )
 from mqim.bridge._im import command_for, uplink_for
 from mqim.bridge._outbound import Barrier, LocalPort, OutboundBridge
@@ -89,7 +91,8 @@ class BridgeService:
     """Runs the bridges, IM mappings and command routes of one data directory.
 
     Args:
-        data_dir: Holds `bridges.json` (read at start) and `bridges-status.json` (written).
+        data_dir: Holds `bridges.json` (read at start), `bridges-status.json` (written) and
+            each outbound bridge's outbox, `bridge-<name>-outbox.db`.
         port: The local broker.
         barrier: Durability barrier for inbound messages (see `committer_barrier`).
         inbound_status: Returns the inbound bridges' notices (`MqimBroker.bridge_status`).
@@ -137,7 +140,12 @@ class BridgeService:
             for route in config.commands:
                 self._attach_command(route)
             for bridge_config in config.bridges:
-                bridge = OutboundBridge(config=bridge_config, port=self._port, barrier=self._barrier)
+                bridge = OutboundBridge(
+                    config=bridge_config,
+                    port=self._port,
+                    outbox_path=self.data_dir / outbox_filename(bridge_config.name),
+                    barrier=self._barrier,
+                )
                 await self._stack.enter_async_context(bridge)
                 self.bridges[bridge.name] = bridge
             if config.bridges or config.mappings or config.commands:

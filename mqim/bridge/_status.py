@@ -27,10 +27,14 @@ class BridgeStats:
         messages_out: Messages confirmed by the remote (or commands published to devices).
         dropped_loops: Messages not forwarded because they would loop (our own injections and
             echoes from the remote).
-        dropped_overflow: Outbound messages dropped because `max_pending_out` was reached.
-        errors: Failed connects, publishes and unusable messages.
+        dropped_overflow: Outbound messages dropped because the outbox was full and nobody
+            could send them again (QoS 0, or published by the server itself).
+        refused_full: Outbound messages refused because the outbox was full: their publishers
+            got no PUBACK and send them again (nothing is lost).
+        errors: Failed connects, publishes, outbox writes and unusable messages.
         reconnects: Successful connections after the first.
-        pending_out: Messages waiting to be confirmed by the remote (gauge).
+        pending_out: Messages in the outbox, waiting to be confirmed by the remote (gauge).
+        pending_out_bytes: Their payload plus topic bytes (gauge).
         last_error: The most recent error, if any.
         since: When `state` last changed (seconds since the epoch).
     """
@@ -40,9 +44,11 @@ class BridgeStats:
     messages_out: int = 0
     dropped_loops: int = 0
     dropped_overflow: int = 0
+    refused_full: int = 0
     errors: int = 0
     reconnects: int = 0
     pending_out: int = 0
+    pending_out_bytes: int = 0
     last_error: str | None = None
     since: float = 0.0
 

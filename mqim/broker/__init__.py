@@ -22,6 +22,7 @@ from mqim.broker._cluster import ClusterLink
 from mqim.broker._cluster_keys import ClusterSettings
 from mqim.broker._cluster_status import NodeStatus, read_cluster_status
 from mqim.broker._exceptions import (
+    AuthenticationBusy,
     BrokerError,
     ClusterError,
     ConfigError,
@@ -56,6 +57,7 @@ __all__ = [
     "TOKEN_KEYS_FILENAME",
     "AuthMethod",
     "AuthOptions",
+    "AuthenticationBusy",
     "Authenticator",
     "BrokerError",
     "BrokerSettings",

@@ -46,7 +46,7 @@ from typing import Any, Literal, Protocol, TypeVar, runtime_checkable
 
 from mqim.acl import Identity, IdentityKind
 from mqim.broker._backoff import BackoffPolicy, LoginBackoff
-from mqim.broker._exceptions import BrokerError, InvalidToken
+from mqim.broker._exceptions import AuthenticationBusy, InvalidToken
 from mqim.broker._limits import address_key
 from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._tokens import DEFAULT_LEEWAY_S, KeyringFile, TokenClaims, looks_like_token, verify_token
@@ -68,16 +68,15 @@ DEFAULT_AUTH_METHODS: tuple[AuthMethod, ...] = ("cert", "token", "password")
 
 DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS = 2
 """scrypt checks at once: each takes a core for ~30 ms; the default suits a 2-core machine."""
-DEFAULT_PASSWORD_CHECK_WAIT_S = 1.0
-"""How long a CONNECT waits for a free check slot before CONNACK 3."""
-DEFAULT_MAX_WAITING_PASSWORD_CHECKS = 64
-"""CONNECTs waiting for a check slot at once; one more gets CONNACK 3 at once."""
+DEFAULT_PASSWORD_CHECK_WAIT_S = 15.0
+"""How long a CONNECT waits for a free check slot before CONNACK 3. A restart's reconnect storm
+of fresh credentials queues here (2 slots of ~30 ms: ~60 logins a second); attackers do not,
+their failures back off to table look-ups."""
+DEFAULT_MAX_WAITING_PASSWORD_CHECKS = 5_000
+"""CONNECTs waiting for a check slot at once; one more gets CONNACK 3 at once. Each waiting one
+costs a suspended coroutine, and every one also holds a connection slot (`max_connections`)."""
 UNKNOWN_KID_RELOAD_INTERVAL_S = 1.0
 """At most one key-file re-read per this many seconds because of an unknown token `kid`."""
-
-
-class AuthenticationBusy(BrokerError):
-    """No password check slot within the bounded wait: the CONNECT gets CONNACK 3."""
 
 
 @dataclass(slots=True)

@@ -32,6 +32,7 @@ from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._hub import ConsumerCallback, Hub
 from mqim.broker._limits import KeyedBuckets, ViolationWindow, address_key
+from mqim.broker._logsummary import SummaryLog
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._policy import PolicySource, denied_subscriptions, with_roles
 from mqim.broker._session import Session
@@ -41,6 +42,7 @@ from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_va
 from mqim.storage import SessionStore, Storage, StorageError
 
 log = logging.getLogger("mqim.broker")
+_rate_refusals = SummaryLog(logger=log, what="CONNECT over the per-address rate")
 
 _SWEEP_INTERVAL_S = 0.5
 
@@ -360,7 +362,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         if buckets.take(address_key(host), time.monotonic()):
             return True
         self._count("connect_rate_refused")
-        log.info("connect rate of %s exceeded: its CONNECT gets CONNACK 3", host)
+        _rate_refusals.note(host, "connect rate", "connect rate of %s exceeded: CONNACK 3", host)
         return False
 
     def admit_connection(self, conn: MqttConnection, identity: Identity) -> tuple[int, str] | None:
@@ -646,6 +648,19 @@ class MqimBroker(Broker):  # type: ignore[misc]
             ref = peek_request_id(payload)
         error = ErrorPayload(ref=ref, code=code, message=message)
         self.hub.publish_local(inbox_topic(identity.user, InboxKind.ERROR), error.to_json(), qos=1)
+
+    def no_consumer(self, conn: MqttConnection, topic: str) -> None:
+        """Count (and log, 1st, 2nd, 4th... time) an IM request no logic service could take."""
+        self._count("no_consumer")
+        count = self.hub.counters.extra["no_consumer"]
+        if count & (count - 1) == 0:
+            log.warning(
+                "no logic service takes requests (%d refused so far, latest on %r from %s): "
+                "start `mqim logic` or enable the embedded logic",
+                count,
+                topic[:200],
+                conn.peer,
+            )
 
     def accept_special_publish(self, conn: MqttConnection, pub: Publish) -> bool:
         """Accept the `$SYS/broker/connection/{name}/state` notices a Mosquitto bridge sends."""

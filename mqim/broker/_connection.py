@@ -19,23 +19,29 @@ from typing import TYPE_CHECKING, Any
 
 from mqim.acl import Action, Identity, is_valid_filter
 from mqim.broker import _codec as c
-from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
+from mqim.broker._exceptions import AuthenticationBusy, MalformedPacket, ProtocolViolation
 from mqim.broker._holds import Hold
+from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
 from mqim.broker._shared import acl_filter
-from mqim.protocol import ErrorCode
+from mqim.protocol import PREFIX, ErrorCode
 
 if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
 
 log = logging.getLogger("mqim.broker.connection")
+# Refusals and protocol-violation closes are aggregated per source address and reason (first
+# occurrence, then a periodic summary): an attacker cannot fill the disk with log lines.
+_refusals = SummaryLog(logger=log, what="refused CONNECT")
+_violations = SummaryLog(logger=log, what="closed on a protocol violation", level=logging.WARNING)
 
 
 _PAUSE_WRITE = 1  # the client reads slower than we write
 _PAUSE_HELD = 2  # the broker holds too many publishes for the logic (Hub back-pressure)
 _PAUSE_OWED = 4  # this connection is owed too many acknowledgements
 _HOLD_BACK = _PAUSE_HELD | _PAUSE_OWED  # reasons to stop handling packets already read
+_UP_PREFIX = f"{PREFIX}/up/"
 
 
 class State(Enum):
@@ -240,7 +246,7 @@ class MqttConnection(asyncio.Protocol):
     def _violation(self, reason: str) -> None:
         self.hub.counters.protocol_errors += 1
         who = self.session.client_id if self.session else self.peer
-        log.warning("closing %s: %s", who, reason)
+        _violations.note(host_of(self.peer), reason, "closing %s: %s", who, reason)
         self.close(reason)
 
     # -- CONNECT -------------------------------------------------------------------------------
@@ -279,13 +285,17 @@ class MqttConnection(asyncio.Protocol):
         self.broker.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
 
     def _refuse(self, code: int, reason: str) -> None:
-        log.info("refusing CONNECT from %s: %s", self.peer, reason)
+        _refusals.note(host_of(self.peer), reason, "refusing CONNECT from %s: %s", self.peer, reason)
         self.write(c.encode_connack(session_present=False, return_code=code))
         self.close(reason)
 
     async def _authenticate(self, connect: c.Connect) -> None:
         try:
             identity = await self.broker.authenticate(self, connect)
+        except AuthenticationBusy:
+            if self.state is State.AUTHENTICATING:
+                self._refuse(c.REFUSED_UNAVAILABLE, "password checks busy")
+            return
         except Exception:
             log.exception("authentication failed with an error for %s", self.peer)
             identity = None
@@ -431,10 +441,18 @@ class MqttConnection(asyncio.Protocol):
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain, hold=hold)
         if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
             durable = True
+        if hold is not None and hold.failed:
+            return  # a consumer refused it at once (hold_failed closed us): no PUBACK
         if hold is not None and hold.taken:
             self._ack_publish(pub, durable=durable, hold=hold)
             if hub.saturated(self):
                 self._pause_reading(_PAUSE_HELD)
+        elif hold is not None and topic.startswith(_UP_PREFIX):
+            # An IM request nobody took (no logic service attached, no worker session): a PUBACK
+            # would tell the client it is stored. It is not acknowledged; the client resends it.
+            self.broker.no_consumer(self, topic)
+            self.close("no logic service to take the request; reconnect and resend")
+            return
         else:
             self._ack_publish(pub, durable=durable)
         deferred = self._deferred

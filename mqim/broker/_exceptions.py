@@ -3,6 +3,7 @@
 Hierarchy::
 
     BrokerError                 any failure of the mqim broker
+    ├── AuthenticationBusy      no password check slot within the bounded wait (CONNACK 3)
     ├── ClusterError            cluster mode: Redis unreachable or refusing, a node id in use
     ├── ConfigError             invalid broker settings or listener configuration
     ├── InvalidToken            a signed token that must be refused (its `reason` says why)
@@ -16,6 +17,10 @@ from __future__ import annotations
 
 class BrokerError(Exception):
     """Any failure of the mqim broker."""
+
+
+class AuthenticationBusy(BrokerError):
+    """No password check slot within the bounded wait: the CONNECT gets CONNACK 3."""
 
 
 class ClusterError(BrokerError):

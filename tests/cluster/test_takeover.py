@@ -105,7 +105,7 @@ async def test_double_takeover_loses_nothing_and_duplicates_nothing(
         for _ in range(400):  # n1 and n2 race for the lock; the winner holds at the hook
             raw = await admin_redis.get(KEYS.adopt("n3"))
             if raw is not None:
-                adopter = raw.decode()
+                adopter = raw.decode() if isinstance(raw, bytes) else str(raw)
                 break
             await sender.send()  # sent while n3 is dead, before anyone adopted it
             await asyncio.sleep(0.02)

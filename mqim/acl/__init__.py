@@ -11,6 +11,7 @@ from mqim.acl._engine import DEFAULT_DENY, INVALID_REQUEST, MAX_CACHED_TOPIC_LEN
 from mqim.acl._exceptions import AclError, InvalidIdentity, InvalidRule, RuleSyntaxError
 from mqim.acl._intersect import (
     DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION,
+    MAX_SCOPE_OWNERS,
     MembershipListing,
     ReceiveScope,
     ScopePart,
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION",
     "INVALID_REQUEST",
     "MAX_CACHED_TOPIC_LENGTH",
+    "MAX_SCOPE_OWNERS",
     "MAX_TOPIC_BYTES",
     "AclEngine",
     "AclError",

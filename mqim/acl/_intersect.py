@@ -53,9 +53,11 @@ when the lookup reports a change for the user, like every scope when the rules o
 A scope never grows between recompilations, so a removed member stops receiving the moment the
 scope is recompiled; an owner the enumeration misses is left out (fails closed).
 
-Cost bounds: compiling is linear in rules x memberships plus a witness search per include that is
-bounded by the number and length of the excludes; `DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION`
-names the limit the broker puts on wide (non-exact) scopes per session.
+Cost bounds: compiling is linear in rules x memberships plus a witness search per include that
+some exclude overlaps, bounded by the number and length of the excludes; a built-in grant lists
+at most `MAX_SCOPE_OWNERS` owners (else it is left out: `capped`).
+`DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION` names the limit the broker puts on wide (non-exact)
+scopes per session.
 """
 
 from __future__ import annotations
@@ -64,7 +66,14 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from mqim.acl._builtin import BUILTIN_CHECKS, AllowEverything, NamespaceLock, OwnerCheck
+from mqim.acl._builtin import (
+    BUILTIN_CHECKS,
+    AllowEverything,
+    NamespaceLock,
+    OwnerCheck,
+    _is_member,
+    _sees_presence,
+)
 from mqim.acl._checks import Check, StaticCheck
 from mqim.acl._matcher import intersect_levels, is_valid_topic, match_levels, parse_filter, subset_levels
 from mqim.acl._membership import MembershipLookup
@@ -76,6 +85,15 @@ DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION = 8
 A wide scope costs a trie walk per delivered message instead of a bare filter match, and its
 compilation enumerates the identity's memberships; the broker refuses (SUBACK 0x80) a new wide
 subscription beyond its configured `max_wide_subscriptions_per_session`.
+"""
+
+MAX_SCOPE_OWNERS = 10_000
+"""The most owners (groups, presence contacts) one built-in grant may enumerate into a scope.
+
+A wildcard over `im/v1/presence/{other}` would otherwise list every co-member of every group
+(up to max_groups_per_user x max_group_members). Beyond the limit that grant contributes nothing
+to the scope (it fails closed, `ReceiveScope.capped` says so): such topics stay reachable by
+subscribing to them by name, as the IM client does.
 """
 
 Levels = tuple[str, ...]
@@ -229,13 +247,17 @@ def find_witness(pattern: Levels, excludes: Sequence[Levels]) -> Levels | None:
 
 
 class _Node:
-    __slots__ = ("children", "end", "hash", "plus")
+    __slots__ = ("children", "end", "hash", "hashed", "leaves", "plus")
 
     def __init__(self) -> None:
         self.children: dict[str, _Node] = {}
         self.plus: _Node | None = None
         self.hash = False
         self.end = False
+        # Literal last levels (`.../{x}`) and literal levels followed by `#` (`.../{x}/#`) are
+        # kept as sets, not nodes: a user's groups and presence contacts are many such filters.
+        self.leaves: set[str] = set()
+        self.hashed: set[str] = set()
 
 
 class _FilterTrie:
@@ -251,7 +273,15 @@ class _FilterTrie:
                 self._everything = True
                 continue
             node = self._root
-            for level in levels:
+            for index, level in enumerate(levels):
+                rest = len(levels) - index
+                if level not in _WILD and rest <= 2:
+                    if rest == 1:
+                        node.leaves.add(level)
+                        break
+                    if levels[index + 1] == "#":
+                        node.hashed.add(level)
+                        break
                 if level == "#":
                     node.hash = True
                     break
@@ -283,7 +313,10 @@ class _FilterTrie:
                 if node.end:
                     return True
                 continue
-            child = node.children.get(levels[index])
+            level = levels[index]
+            if level in node.hashed or (index == count - 1 and level in node.leaves):
+                return True
+            child = node.children.get(level)
             if child is not None:
                 stack.append((child, index + 1))
             if node.plus is not None and wild_ok:
@@ -313,6 +346,18 @@ class ScopePart:
         object.__setattr__(self, "_include", _FilterTrie(_split(text) for text in self.include))
         object.__setattr__(self, "_exclude", _FilterTrie(_split(text) for text in self.exclude))
 
+    @classmethod
+    def _of_levels(cls, include: Sequence[Levels], exclude: Sequence[Levels]) -> ScopePart:
+        # The compiler's path: the filters are already split, so the tries are built from them
+        # directly instead of joining and splitting them again (a user's presence contacts can
+        # number in the tens of thousands).
+        part = object.__new__(cls)
+        object.__setattr__(part, "include", tuple(_text(levels) for levels in include))
+        object.__setattr__(part, "exclude", tuple(_text(levels) for levels in exclude))
+        object.__setattr__(part, "_include", _FilterTrie(include))
+        object.__setattr__(part, "_exclude", _FilterTrie(exclude))
+        return part
+
     def allows_levels(self, levels: Sequence[str]) -> bool:
         """Return True if the (valid, split) topic is in this part."""
         return self._include.match(levels) and not self._exclude.match(levels)
@@ -334,6 +379,8 @@ class ReceiveScope:
         dynamic: True when group or presence membership was consulted: recompile the scope when
             the membership lookup reports a change for this identity's user.
         witness: A topic name in the scope (None when empty), for explanations and tests.
+        capped: True when a built-in grant had more owners than `MAX_SCOPE_OWNERS` and was left
+            out (the scope is then narrower than what the engine allows; log it).
     """
 
     topic_filter: str
@@ -342,6 +389,7 @@ class ReceiveScope:
     exact: bool
     dynamic: bool
     witness: str | None
+    capped: bool = False
     _levels: Levels = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -397,6 +445,8 @@ class _Grant:
     receive: bool
     subscribe: bool
     locked: bool  # one of the lock's own grants (counts inside the locked namespace)
+    inside: bool  # entirely inside the locked namespace (so it counts nowhere else)
+    region: Levels | None = None  # the owner check's pattern with `+` for the owner, if any
 
 
 @dataclass(slots=True)
@@ -405,6 +455,11 @@ class _Collected:
     denies: list[Levels] = field(default_factory=list)
     namespace: Levels | None = None
     dynamic: bool = False
+    capped: bool = False
+
+
+def _inside(levels: Levels, namespace: Levels | None) -> bool:
+    return namespace is not None and bool(levels) and subset_levels(levels, namespace)
 
 
 def _add_rule(out: _Collected, rule: Rule, identity: Identity, *, locked: bool) -> None:
@@ -421,16 +476,20 @@ def _add_rule(out: _Collected, rule: Rule, identity: Identity, *, locked: bool) 
         return
     levels = rule.compiled.expand(identity, widen=False)
     if levels is not None:
-        out.grants.append(_Grant(levels, receive, subscribe, locked))
+        out.grants.append(_Grant(levels, receive, subscribe, locked, _inside(levels, out.namespace)))
 
 
-def _owner_candidates(identity: Identity, membership: MembershipListing) -> set[str]:
-    # Every owner level the built-in predicates (group member, shares a conversation) can accept.
+def _owner_candidates(check: OwnerCheck, identity: Identity, membership: MembershipListing) -> set[str]:
+    """Every owner level the check's predicate may accept (it still decides each one)."""
     user = identity.user
     groups = membership.groups_of(user)
-    owners = {user, *groups, *membership.contacts_of(user)}
+    if check._predicate is _is_member:
+        return set(groups)
+    owners = {user, *membership.contacts_of(user)}
     for group in groups:
         owners.update(membership.members_of(group))
+    if check._predicate is not _sees_presence:
+        owners.update(groups)  # an unknown predicate: offer every name the listing knows
     return owners
 
 
@@ -442,6 +501,7 @@ def _add_owner_check(
     levels: Levels,
     *,
     locked: bool,
+    max_owners: int,
 ) -> None:
     # OwnerCheck keeps its pattern private; this module is its only other reader.
     prefix, tail, index = check._prefix, check._tail, check._owner_index
@@ -451,14 +511,21 @@ def _add_owner_check(
     if len(levels) > index and levels[index] not in _WILD:
         owners: Iterable[str] = (levels[index],)
     else:
-        owners = _owner_candidates(identity, membership)
+        owners = _owner_candidates(check, identity, membership)
+        if len(owners) > max_owners:
+            out.capped = True
+            return
     receive = Action.RECEIVE in check.actions
     subscribe = Action.SUBSCRIBE in check.actions
+    region = (*prefix, "+", *tail)
+    inside = _inside(region, out.namespace)  # once for every owner
+    predicate = check._predicate
+    grants = out.grants
     for owner in sorted(owners):
         if "/" in owner or "+" in owner or "#" in owner or "\0" in owner:
             continue
-        if check._predicate(identity, owner, membership):
-            out.grants.append(_Grant((*prefix, owner, *tail), receive, subscribe, locked))
+        if predicate(identity, owner, membership):
+            grants.append(_Grant((*prefix, owner, *tail), receive, subscribe, locked, inside, region))
 
 
 def _collect(
@@ -467,14 +534,10 @@ def _collect(
     builtin: bool,
     membership: MembershipListing,
     levels: Levels,
+    max_owners: int,
 ) -> _Collected:
     out = _Collected()
-    for rule in rules:
-        if rule.subject.applies_to(identity):
-            _add_rule(out, rule, identity, locked=False)
-    if not builtin:
-        return out
-    checks = BUILTIN_CHECKS[identity.kind]
+    checks = BUILTIN_CHECKS[identity.kind] if builtin else ()
     locked_ids: set[int] = set()
     for check in checks:
         if isinstance(check, NamespaceLock):
@@ -487,6 +550,9 @@ def _collect(
                     # "inside the namespace only the grants count" shortcut to be exact.
                     raise TypeError(f"lock grant {grant.label} is not a built-in check of its kind")
                 locked_ids.add(id(grant))
+    for rule in rules:
+        if rule.subject.applies_to(identity):
+            _add_rule(out, rule, identity, locked=False)
     for check in checks:
         if isinstance(check, NamespaceLock):
             continue
@@ -496,11 +562,11 @@ def _collect(
         if isinstance(check, StaticCheck):
             _add_rule(out, check.rule, identity, locked=locked)
         elif isinstance(check, OwnerCheck):
-            _add_owner_check(out, check, identity, membership, levels, locked=locked)
+            _add_owner_check(out, check, identity, membership, levels, locked=locked, max_owners=max_owners)
         elif isinstance(check, AllowEverything):
             receive = Action.RECEIVE in check.actions
             subscribe = Action.SUBSCRIBE in check.actions
-            out.grants.append(_Grant(_UNIVERSE, receive, subscribe, locked))
+            out.grants.append(_Grant(_UNIVERSE, receive, subscribe, locked, False))
         else:
             raise TypeError(f"no receive-scope translation for built-in check {_label(check)}")
     return out
@@ -515,8 +581,17 @@ def _terms(grants: Sequence[_Grant], levels: Levels) -> list[Levels]:
     both: list[Levels] = []
     receive_only: list[Levels] = []
     subscribe_only: list[Levels] = []
+    inside_filter: dict[Levels, bool] = {}
     for grant in grants:
-        met = meet_levels(grant.levels, levels)
+        region = grant.region
+        if region is not None:
+            # One subset test per owner check instead of one meet per owner.
+            covered = inside_filter.get(region)
+            if covered is None:
+                covered = inside_filter[region] = subset_levels(region, levels)
+            met = grant.levels if covered else meet_levels(grant.levels, levels)
+        else:
+            met = meet_levels(grant.levels, levels)
         if met is None:
             continue
         if grant.receive and grant.subscribe:
@@ -537,21 +612,29 @@ def _terms(grants: Sequence[_Grant], levels: Levels) -> list[Levels]:
     return list(dict.fromkeys(terms))
 
 
-def _part(terms: Iterable[Levels], excludes: Sequence[Levels]) -> tuple[ScopePart | None, Levels | None]:
+def _part(
+    terms: Iterable[Levels], excludes: Sequence[Levels], region: Levels
+) -> tuple[ScopePart | None, Levels | None]:
+    """Keep the terms that are not empty minus the excludes; `region` contains every term."""
+    # An exclude that misses the region misses every term: most terms then need no search.
+    excludes = list(dict.fromkeys(e for e in excludes if intersect_levels(e, region)))
     kept: list[Levels] = []
+    used: set[Levels] = set()
     witness: Levels | None = None
     for term in terms:
-        found = find_witness(term, excludes)
-        if found is not None:
-            kept.append(term)
+        relevant = [e for e in excludes if intersect_levels(e, term)] if excludes else []
+        if relevant:
+            found = find_witness(term, relevant)
+            if found is None:
+                continue
+            used.update(relevant)
             witness = witness or found
+        kept.append(term)  # a valid filter with nothing cut out of it matches some topic
     if not kept:
         return None, None
-    relevant = [exclude for exclude in excludes if any(intersect_levels(exclude, t) for t in kept)]
-    part = ScopePart(
-        include=tuple(_text(t) for t in kept),
-        exclude=tuple(dict.fromkeys(_text(e) for e in relevant)),
-    )
+    if witness is None:
+        witness = find_witness(kept[0], ())
+    part = ScopePart._of_levels(kept, [e for e in excludes if e in used])
     return part, witness
 
 
@@ -562,6 +645,7 @@ def compile_receive_scope(
     rules: Sequence[Rule],
     membership: MembershipListing,
     builtin: bool = True,
+    max_owners: int = MAX_SCOPE_OWNERS,
 ) -> ReceiveScope:
     """Compile what `identity` may receive through a subscription to `topic_filter`.
 
@@ -576,6 +660,7 @@ def compile_receive_scope(
         rules: The configured rules, as the engine holds them.
         membership: The engine's membership lookup, able to list (`MembershipIndex`).
         builtin: Whether the built-in v1 rules apply (as for the engine).
+        max_owners: See `MAX_SCOPE_OWNERS`.
 
     Returns:
         The scope; an invalid filter gives an empty scope.
@@ -586,28 +671,33 @@ def compile_receive_scope(
             topic_filter=topic_filter, share=None, parts=(), exact=False, dynamic=False, witness=None
         )
     share, levels = parsed
-    collected = _collect(identity, rules, builtin, membership, levels)
+    collected = _collect(identity, rules, builtin, membership, levels, max_owners)
     denies = [deny for deny in collected.denies if intersect_levels(deny, levels)]
     namespace = collected.namespace
     parts: list[ScopePart] = []
     witness: Levels | None = None
     if namespace is None:
-        part, found = _part(_terms(collected.grants, levels), denies)
+        part, found = _part(_terms(collected.grants, levels), denies, levels)
         if part is not None:
             parts.append(part)
             witness = found
     else:
         # Outside the locked namespace every grant counts; inside it only the lock's own grants.
-        outside = [t for t in _terms(collected.grants, levels) if not subset_levels(t, namespace)]
-        part, found = _part(outside, [*denies, namespace])
+        outside_grants = [grant for grant in collected.grants if not grant.inside]
+        outside = [t for t in _terms(outside_grants, levels) if not subset_levels(t, namespace)]
+        part, found = _part(outside, [*denies, namespace], levels)
         if part is not None:
             parts.append(part)
             witness = found
         inside_grants = [grant for grant in collected.grants if grant.locked]
+        whole = all(grant.inside for grant in inside_grants)
         inside = [
-            met for term in _terms(inside_grants, levels) if (met := meet_levels(term, namespace)) is not None
+            met
+            for term in _terms(inside_grants, levels)
+            if (met := term if whole else meet_levels(term, namespace)) is not None
         ]
-        part, found = _part(inside, denies)
+        region = meet_levels(levels, namespace)
+        part, found = _part(inside, denies, region) if region is not None else (None, None)
         if part is not None:
             parts.append(part)
             witness = witness or found
@@ -619,4 +709,5 @@ def compile_receive_scope(
         exact=exact,
         dynamic=collected.dynamic,
         witness=None if witness is None else "/".join(witness),
+        capped=collected.capped,
     )

@@ -22,6 +22,7 @@ from mqim.acl import (
     MembershipIndex,
     ReceiveScope,
     Rule,
+    ScopePart,
     Subject,
     compile_receive_scope,
     find_witness,
@@ -268,6 +269,20 @@ def test_literal_owner_asks_only_that_owner(index: MembershipIndex) -> None:
     assert _scope(ALICE, "im/v1/g/g2/#", PAHO_RULES, index).empty
 
 
+def test_owner_enumeration_is_capped(index: MembershipIndex) -> None:
+    capped = compile_receive_scope(
+        identity=ALICE, topic_filter="im/v1/presence/+", rules=PAHO_RULES, membership=index, max_owners=2
+    )
+    assert capped.capped
+    assert capped.empty  # alice, bob and carol are three owners: the grant is left out whole
+    named = compile_receive_scope(
+        identity=ALICE, topic_filter="im/v1/presence/bob", rules=PAHO_RULES, membership=index, max_owners=2
+    )
+    assert not named.capped
+    assert named.exact  # a literal owner is one question, never capped
+    assert not _scope(ALICE, "im/v1/presence/+", PAHO_RULES, index).capped
+
+
 def test_no_configured_rule_still_reaches_own_topics(index: MembershipIndex) -> None:
     scope = _scope(ALICE, "#", (), index)
     assert scope.allows("im/v1/u/alice/msg")
@@ -493,3 +508,16 @@ def test_witness_is_exact(pattern: list[str], excludes: list[list[str]], topics:
         for topic in topics:
             parts = topic.split("/")
             assert not (match_levels(levels, parts) and not any(match_levels(e, parts) for e in split))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    filters=st.lists(_filter_levels(False), min_size=1, max_size=6),
+    topics=st.lists(_topics(), min_size=1, max_size=12),
+)
+def test_part_trie_matches_like_the_filters(filters: list[list[str]], topics: list[str]) -> None:
+    texts = ["/".join(levels) for levels in filters if levels != [""]]
+    assume(texts)
+    part = ScopePart(include=tuple(texts), exclude=())
+    for topic in topics:
+        assert part.allows_levels(topic.split("/")) == any(topic_matches(f, topic) for f in texts), topic

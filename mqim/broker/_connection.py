@@ -508,6 +508,12 @@ class MqttConnection(asyncio.Protocol):
                 break
             if hold is not None and hold.taken:
                 break  # hold_settled() calls again
+            if generation and generation in self.hub.committer.lost:
+                # The durable write this acknowledgement promised was lost: never send it.
+                deferred.clear()
+                log.warning("closing %s: a write it was to be acknowledged for was lost", self.peer)
+                self.close("storage failed; reconnect and resend")
+                return
             deferred.popleft()
             self.write(data)
         low_water = self.broker.settings.max_unacked_publishes // 2

@@ -27,7 +27,7 @@ from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
-from mqim.storage import RetainedRecord, SessionStore, StoredSession
+from mqim.storage import RetainedRecord, SessionStore, StorageError, StoredSession
 
 log = logging.getLogger("mqim.broker")
 
@@ -604,7 +604,10 @@ class Hub:
 
 
 class AckWaiter(Protocol):
-    """A connection holding acknowledgements until a commit generation is durable."""
+    """A connection holding acknowledgements until a commit generation is durable.
+
+    It must check `Committer.lost` for the generation of each acknowledgement it releases.
+    """
 
     def release_acks(self, committed: int) -> None: ...
 
@@ -622,6 +625,11 @@ class Committer:
         self.committed = 0
         self._waiters: set[AckWaiter] = set()
         self._wake = asyncio.Event()
+        # Generations whose flush lost writes (disk full, I/O error): an acknowledgement tagged
+        # with one of them must never leave. Bounded: a connection waits at most a few of them.
+        self.lost: deque[int] = deque(maxlen=1024)
+        self.failures = 0
+        self._failing = False
 
     @property
     def durable(self) -> bool:
@@ -652,7 +660,20 @@ class Committer:
         generation = self.generation
         self.generation += 1
         if self._store is not None:
-            await self._store.flush()
+            try:
+                await self._store.flush()
+            except StorageError as exc:
+                # The writes of this generation are lost: the acknowledgements that waited for
+                # them are withheld (their clients resend); the broker itself keeps running.
+                self.failures += 1
+                self.lost.append(generation)
+                if not self._failing:
+                    self._failing = True
+                    log.error("session store cannot commit (%s): acknowledgements needing it withheld", exc)
+            else:
+                if self._failing:
+                    self._failing = False
+                    log.warning("session store commits again (%d failed commits meanwhile)", self.failures)
         self.committed = generation
         waiters = list(self._waiters)
         self._waiters.clear()

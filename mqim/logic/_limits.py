@@ -11,6 +11,9 @@ class LogicLimits:
 
     Attributes:
         max_payload_bytes: Largest request payload accepted; larger ones get `too_large`.
+        max_hold_s: Longest a request is held and retried while storage fails on it; then it
+            is failed back to the broker (no PUBACK: the sender's connection closes and the
+            client resends it).
         max_batch: Most requests taken from the bus and processed (one storage write) at once.
         max_text_chars: Longest `text` of a message, in characters; longer gets `too_large`.
         max_json_depth: Deepest nesting of objects/arrays in a request (the request object
@@ -46,6 +49,7 @@ class LogicLimits:
     """
 
     max_payload_bytes: int = 65_536
+    max_hold_s: float = 30.0
     max_batch: int = 256
     max_text_chars: int = 16_384
     max_json_depth: int = 32

@@ -54,6 +54,8 @@ class LogicCounters:
         overflow_answered: Requests the bus could not queue that got a `rate_limited` reply.
         overflow_unanswered: Requests the bus could not queue and that got no reply either.
         held: Times a request was held because storage failed on it (each attempt counts).
+        given_back: Held requests failed back to the broker after `limits.max_hold_s` (their
+            senders resend them).
     """
 
     requests: int = 0
@@ -65,6 +67,7 @@ class LogicCounters:
     overflow_answered: int = 0
     overflow_unanswered: int = 0
     held: int = 0
+    given_back: int = 0
 
 
 class LogicService:
@@ -126,7 +129,7 @@ class LogicService:
             UpKind.CMD.value: CmdHandler(storage=storage, users=users, groups=groups, limits=limits),
         }
         self._rejections: deque[Outbound] = deque()
-        self._held = HeldRequests()
+        self._held = HeldRequests(max_hold_s=limits.max_hold_s)
         self.counters = LogicCounters()
 
     @property
@@ -250,6 +253,7 @@ class LogicService:
         done: list[Inbound] = []
         again: list[Inbound] = []
         already_told: set[tuple[str, str | None]] = set()
+        now = time.monotonic()
         for item, uplink in items:
             key = (uplink.sender, extract_ref(uplink.payload, limits=self._limits))
             if key not in failed:
@@ -259,12 +263,16 @@ class LogicService:
             again.append(item)
             if held.told(item):
                 already_told.add(key)
-            held.mark_told(item)
+            held.mark_told(item, now=now)
         self._bus.settle(done)
         if not held.in_outage:
             _log.warning("storage unavailable: holding requests (their PUBACKs too) and retrying")
-        held.hold(again, now=time.monotonic())
-        self.counters.held += len(again)
+        expired = held.hold(again, now=now)
+        self.counters.held += len(again) - len(expired)
+        if expired:
+            # Never acknowledged: the broker closes their senders' connections, they resend.
+            self.counters.given_back += len(expired)
+            self._bus.fail(expired)
         return [reply for reply in replies if reply.retry is None or reply.retry not in already_told]
 
     async def _handle(self, kind: str, uplinks: list[Uplink]) -> list[Outbound]:

@@ -4,6 +4,7 @@ from mqim.cli._app import app, main
 from mqim.cli._config import (
     AuthConfig,
     BrokerUrl,
+    ClusterConfig,
     LimitsConfig,
     LogConfig,
     LogicConfig,
@@ -20,6 +21,7 @@ __all__ = [
     "AuthConfig",
     "BrokerUrl",
     "CliError",
+    "ClusterConfig",
     "ConfigError",
     "LimitsConfig",
     "LogConfig",

@@ -23,8 +23,16 @@ from mqim.acl import (
     format_rule,
     parse_rule,
 )
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
-from mqim.cli._config import MqimConfig
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    open_storage,
+    run,
+    storage_config,
+)
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, parse_conv
 from mqim.storage import AccountKind, AclRuleRecord, NotFound, StorageError
@@ -35,17 +43,13 @@ MAX_RULE_NAME = 64
 acl_app = typer.Typer(
     name="acl",
     help=(
-        "Manage ACL rules (stored in <data-dir>/mqim.db). A rule is "
+        "Manage ACL rules (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo). A rule is "
         "'<allow|deny> <all|user:NAME|role:NAME> <publish,subscribe,receive> <topic filter>'; "
         "%u and %c stand for the user name and client id. Explicit deny wins; otherwise the first "
         "allow in order (stored rules, then the built-in v1 rules) decides; default deny."
     ),
     no_args_is_help=True,
 )
-
-
-def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
-    return get_config(config_path, {"server.data_dir": data_dir})
 
 
 def _label(record: AclRuleRecord) -> str:
@@ -60,10 +64,12 @@ def add_rule(
         str | None, typer.Option("--name", "-n", help="A short name shown in decisions (default #ID).")
     ] = None,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Append a rule after the stored ones."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     label = name or ""
     if len(label) > MAX_RULE_NAME or any(ch.isspace() for ch in label) or not label.isprintable():
         fail(f"rule name must be at most {MAX_RULE_NAME} printable characters without spaces", 2)
@@ -89,10 +95,12 @@ def list_rules(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     builtin: Annotated[bool, typer.Option("--builtin", help="Also list the built-in v1 rules.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """List the stored rules in evaluation order."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     async def go() -> list[AclRuleRecord]:
         async with open_storage(config) as storage:
@@ -119,10 +127,12 @@ def list_rules(
 def remove_rule(
     rule_id: Annotated[int, typer.Argument(help="The rule id (see `mqim acl list`).", show_default=False)],
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Delete a stored rule."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     async def go() -> None:
         async with open_storage(config) as storage:
@@ -153,6 +163,8 @@ def decide_command(
     client_id: Annotated[str, typer.Option("--client-id", help="Client id for %c rules.")] = "",
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Decide a request as the running server would, and name the rule that decides it.
@@ -160,7 +172,7 @@ def decide_command(
     Uses the stored rules, the user's roles, groups and direct conversations from storage.
     Rules given to a server in code (not stored) are not included.
     """
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     async def go() -> Decision:
         async with open_storage(config) as storage:

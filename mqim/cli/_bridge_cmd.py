@@ -1,8 +1,9 @@
 """`mqim bridge ...`: bridge accounts (inbound), outbound bridges, IM mappings, command routes.
 
-Accounts live in storage (`<data_dir>/mqim.db`); bridges, mappings and routes in
-`<data_dir>/bridges.json`, which the server reads at start; a running server writes
-`<data_dir>/bridges-status.json`, which `mqim bridge list` shows.
+Accounts live in storage (`<data_dir>/mqim.db`, or the cluster's MongoDB with `--mongo` or the
+`[cluster]` section); bridges, mappings and routes in `<data_dir>/bridges.json`, which the server
+reads at start; a running server writes `<data_dir>/bridges-status.json`, which `mqim bridge
+list` shows. The groups and users a mapping or command route names must exist in storage.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -28,15 +29,28 @@ from mqim.bridge import (
     read_status,
     save_bridges,
 )
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    get_config,
+    open_storage,
+    run,
+    storage_config,
+)
+from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
-from mqim.storage import AccountKind, AlreadyExists, NotFound, StorageError, UserRecord
+from mqim.storage import AccountKind, AlreadyExists, NotFound, Storage, StorageError, UserRecord
 
 MAX_PASSWORD_LENGTH = 1024
 """Longest password accepted."""
 
 _APPLY = "restart the server to apply"
+
+_M = TypeVar("_M", bound=BaseModel)
 
 bridge_app = typer.Typer(
     name="bridge",
@@ -69,7 +83,11 @@ def _explain(exc: ValidationError) -> str:
 
 def _paths(config_path: Path | None, data_dir: Path | None) -> tuple[Path, Path]:
     config = get_config(config_path, {"server.data_dir": data_dir})
-    return config.server.data_dir / BRIDGES_FILENAME, config.server.data_dir / STATUS_FILENAME
+    return _bridges_path(config), config.server.data_dir / STATUS_FILENAME
+
+
+def _bridges_path(config: MqimConfig) -> Path:
+    return config.server.data_dir / BRIDGES_FILENAME
 
 
 def _name(name: str, what: str) -> str:
@@ -141,10 +159,12 @@ def add_account(
         ),
     ] = None,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Create the account an inbound bridge logs in with; it may use `bridge/NAME/#` only."""
-    config = get_config(config_path, {"server.data_dir": data_dir})
+    config = storage_config(config_path, data_dir, mongo_url, database)
     account = _name(name, "bridge account")
     secret = password
     if secret is None:
@@ -167,10 +187,14 @@ def add_account(
 
 @account_app.command("list")
 def list_accounts(
-    as_json: JsonOpt = False, data_dir: DataDirOpt = None, config_path: ConfigOpt = None
+    as_json: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
 ) -> None:
     """List bridge accounts."""
-    config = get_config(config_path, {"server.data_dir": data_dir})
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     async def go() -> list[UserRecord]:
         async with open_storage(config) as storage:
@@ -191,10 +215,12 @@ def remove_account(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Delete a bridge account."""
-    config = get_config(config_path, {"server.data_dir": data_dir})
+    config = storage_config(config_path, data_dir, mongo_url, database)
     account = _name(name, "bridge account")
     if not yes and not typer.confirm(f"Remove bridge account {account!r}?", default=False):
         fail("aborted, nothing removed")
@@ -404,13 +430,22 @@ def add_mapping(
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a mapping of the same name.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
-    """Turn device messages on SOURCE into conversation messages from SENDER."""
-    path, _ = _paths(config_path, data_dir)
+    """Turn device messages on SOURCE into conversation messages from SENDER.
+
+    SENDER and the target (--group, of which SENDER must be a member, or --to) must exist.
+    """
+    config = storage_config(config_path, data_dir, mongo_url, database)
+    path = _bridges_path(config)
     entry = {"name": _name(name, "mapping"), "source": source, "sender": sender}
     optional = {"group": group, "to": to, "text": text}
-    _add_validated(path, "mappings", "mapping", ImMapping, entry, optional, replace=replace)
+    mapping = _validated(ImMapping, "mapping", entry, optional)
+    users = [mapping.sender] + ([mapping.to] if mapping.to is not None else [])
+    _require_targets(config, users=users, group=mapping.group, member=mapping.sender)
+    _add_named(path, "mappings", {**entry, **_given(optional)}, "mapping", replace=replace)
 
 
 @map_app.command("remove")
@@ -420,23 +455,47 @@ def remove_mapping(name: NameArg, data_dir: DataDirOpt = None, config_path: Conf
     _remove_named(path, "mappings", name, "mapping")
 
 
-def _add_validated(
-    path: Path,
-    section: str,
-    what: str,
-    model: type[BaseModel],
-    entry: dict[str, Any],
-    optional: dict[str, str | None],
-    *,
-    replace: bool,
-) -> None:
-    """Add `entry` (plus the `optional` fields that were given) to `section` once `model` accepts it."""
-    full = {**entry, **{key: value for key, value in optional.items() if value is not None}}
+def _given(optional: dict[str, str | None]) -> dict[str, str]:
+    return {key: value for key, value in optional.items() if value is not None}
+
+
+def _validated(model: type[_M], what: str, entry: dict[str, Any], optional: dict[str, str | None]) -> _M:
+    """`entry` (plus the `optional` fields that were given) as `model`, or end the command (code 2)."""
     try:
-        model.model_validate(full)
+        return model.model_validate({**entry, **_given(optional)})
     except ValidationError as exc:
         fail(f"invalid {what}: {_explain(exc)}", 2)
-    _add_named(path, section, full, what, replace=replace)
+
+
+def _require_targets(config: MqimConfig, *, users: list[str], group: str | None, member: str | None) -> None:
+    """End the command unless every user in `users` and `group` exist (and `member` is in `group`).
+
+    A rule naming what does not exist would fail on every message, far from where it was made.
+    """
+
+    async def check(storage: Storage) -> None:
+        missing = [user for user in dict.fromkeys(users) if await storage.get_user(user) is None]
+        if missing:
+            raise CliError(f"unknown users: {', '.join(missing)} (create them with `mqim user add`)")
+        if group is None:
+            return
+        record = await storage.get_group(group)
+        if record is None:
+            raise CliError(f"group {group!r} not found (create it with `mqim group create`)")
+        if member is not None and member not in record.members:
+            raise CliError(
+                f"{member!r} is not a member of group {group!r}, so its messages would be refused "
+                f"(add it with `mqim group add {group} {member}`)"
+            )
+
+    async def go() -> None:
+        async with open_storage(config) as storage:
+            try:
+                await check(storage)
+            except StorageError as exc:
+                raise CliError(f"storage error: {exc}") from exc
+
+    run(go())
 
 
 # -- command routes ----------------------------------------------------------------------------
@@ -452,13 +511,21 @@ def add_command(
     ] = None,
     replace: Annotated[bool, typer.Option("--replace", help="Replace a route of the same name.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
-    """Publish messages carrying `data.device_cmd` on TOPIC_PREFIX/{data.device or all}."""
-    path, _ = _paths(config_path, data_dir)
+    """Publish messages carrying `data.device_cmd` on TOPIC_PREFIX/{data.device or all}.
+
+    The group or user must exist.
+    """
+    config = storage_config(config_path, data_dir, mongo_url, database)
+    path = _bridges_path(config)
     entry = {"name": _name(name, "command route"), "topic_prefix": topic_prefix}
     optional = {"group": group, "user": user}
-    _add_validated(path, "commands", "command route", CommandRoute, entry, optional, replace=replace)
+    route = _validated(CommandRoute, "command route", entry, optional)
+    _require_targets(config, users=[route.user] if route.user else [], group=route.group, member=None)
+    _add_named(path, "commands", {**entry, **_given(optional)}, "command route", replace=replace)
 
 
 @command_app.command("remove")

@@ -5,26 +5,41 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, get_config, run, run_until_signal
+from mqim.cli._common import (
+    REDIS_ENV,
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    get_config,
+    run,
+    run_until_signal,
+)
 from mqim.cli._exceptions import CliError
 from mqim.cli._logging import configure_logging
-
-if TYPE_CHECKING:
-    from mqim.storage import Storage
 
 _log = logging.getLogger("mqim.cli.cluster")
 
 RedisOpt = Annotated[
-    str,
-    typer.Option("--redis", envvar="MQIM_REDIS_URL", help="Redis URL of the cluster (env MQIM_REDIS_URL)."),
+    str | None,
+    typer.Option(
+        "--redis",
+        envvar=REDIS_ENV,
+        help="Redis URL of the cluster (env MQIM_REDIS_URL)  [default: cluster.redis_url]",
+        show_default=False,
+    ),
 ]
-PrefixOpt = Annotated[str, typer.Option("--prefix", help="Redis key prefix shared by the cluster's nodes.")]
+PrefixOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--prefix", help="Redis key prefix shared by the cluster's nodes  [default: cluster.prefix, mqim]"
+    ),
+]
 
 SHARED_UP_FILTER = "$share/logic/im/v1/up/+/+"
 """What `mqim logic --shared` workers subscribe to: each request goes to one of them."""
@@ -33,15 +48,13 @@ cluster_app = typer.Typer(help="Cluster mode: inspect the nodes.", no_args_is_he
 
 
 def broker_command(
-    node_id: Annotated[str, typer.Option("--node-id", help="This node's id, unique in the cluster.")],
-    redis_url: RedisOpt,
-    mongo_url: Annotated[
-        str,
-        typer.Option(
-            "--mongo", envvar="MQIM_MONGO_URL", help="MongoDB URL of the cluster (env MQIM_MONGO_URL)."
-        ),
-    ],
-    database: Annotated[str, typer.Option("--database", help="MongoDB database name.")] = "mqim",
+    node_id: Annotated[
+        str | None,
+        typer.Option("--node-id", help="This node's id, unique in the cluster  [default: cluster.node_id]"),
+    ] = None,
+    redis_url: RedisOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     host: Annotated[
         str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
     ] = None,
@@ -51,22 +64,47 @@ def broker_command(
     no_logic: Annotated[
         bool, typer.Option("--no-logic", help="No embedded logic: `mqim logic --shared` workers do it.")
     ] = False,
-    prefix: PrefixOpt = "mqim",
+    prefix: PrefixOpt = None,
     heartbeat_s: Annotated[
-        float, typer.Option("--heartbeat", help="Heartbeat period, seconds.", min=0.05)
-    ] = 1.0,
+        float | None,
+        typer.Option("--heartbeat", help="Heartbeat period, seconds  [default: cluster.heartbeat_s, 1]"),
+    ] = None,
     node_ttl_s: Annotated[
-        float, typer.Option("--node-ttl", help="A node silent this long is dead (adopted), seconds.", min=0.2)
-    ] = 4.0,
+        float | None,
+        typer.Option(
+            "--node-ttl",
+            help="A node silent this long is dead (adopted), seconds  [default: cluster.node_ttl_s, 4]",
+        ),
+    ] = None,
     data_dir: DataDirOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Run one cluster node: broker (+ logic unless --no-logic), MongoDB storage, Redis sessions.
 
-    Listeners, limits, authentication and logging come from the configuration like `mqim serve`.
-    Stops cleanly on Ctrl-C or SIGTERM (its sessions are then adopted by the other nodes).
+    Listeners, limits, authentication and logging come from the configuration like `mqim serve`;
+    the node id, Redis and MongoDB from the flags, MQIM_REDIS_URL / MQIM_MONGO_URL or the
+    `[cluster]` section. Stops cleanly on Ctrl-C or SIGTERM (its sessions are then adopted by
+    the other nodes).
     """
-    config = get_config(config_path, {"server.host": host, "server.port": port, "server.data_dir": data_dir})
+    config = get_config(
+        config_path,
+        {
+            "server.host": host,
+            "server.port": port,
+            "server.data_dir": data_dir,
+            "cluster.node_id": node_id,
+            "cluster.redis_url": redis_url,
+            "cluster.mongo_url": mongo_url,
+            "cluster.database": database,
+            "cluster.prefix": prefix,
+            "cluster.heartbeat_s": heartbeat_s,
+            "cluster.node_ttl_s": node_ttl_s,
+        },
+    )
+    cluster = config.cluster
+    node = _required(cluster.node_id, "cluster.node_id", "--node-id")
+    redis = _required(cluster.redis_url, "cluster.redis_url", "--redis or MQIM_REDIS_URL")
+    mongo = _required(cluster.mongo_url, "cluster.mongo_url", "--mongo or MQIM_MONGO_URL")
     configure_logging(config.log)
     # Imported here so that other commands do not load the broker (and amqtt).
     from mqim.broker import BrokerError, ClusterSettings
@@ -77,15 +115,18 @@ def broker_command(
 
     async def go() -> None:
         server = ClusterServer(
-            node_id=node_id,
-            redis_url=redis_url,
-            mongo_url=mongo_url,
-            database=database,
+            node_id=node,
+            redis_url=redis,
+            mongo_url=mongo,
+            database=cluster.database,
             data_dir=config.server.data_dir,
             listeners=listeners(config),
             settings=broker_settings(config),
             cluster=ClusterSettings(
-                node_id=node_id, prefix=prefix, heartbeat_s=heartbeat_s, node_ttl_s=node_ttl_s
+                node_id=node,
+                prefix=cluster.prefix,
+                heartbeat_s=cluster.heartbeat_s,
+                node_ttl_s=cluster.node_ttl_s,
             ),
             logic_limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
             embedded_logic=not no_logic,
@@ -96,14 +137,20 @@ def broker_command(
             async with server:
                 for spec in server.listeners:
                     print(
-                        f"mqim node {node_id} listening on {spec.kind}://{spec.host}:{server.port(spec.name)}",
+                        f"mqim node {node} listening on {spec.kind}://{spec.host}:{server.port(spec.name)}",
                         flush=True,
                     )
-                await run_until_signal(_forever(), name=f"mqim-node:{node_id}")
+                await run_until_signal(_forever(), name=f"mqim-node:{node}")
         except (BrokerError, StorageError) as exc:
-            raise CliError(f"node {node_id}: {exc}") from exc
+            raise CliError(f"node {node}: {exc}") from exc
 
     run(go())
+
+
+def _required(value: str | None, key: str, flag: str) -> str:
+    if value is None:
+        fail(f"{key} is not set: give {flag}, or set it in the [cluster] section", 2)
+    return value
 
 
 async def _forever() -> None:
@@ -112,16 +159,20 @@ async def _forever() -> None:
 
 @cluster_app.command("status")
 def status_command(
-    redis_url: RedisOpt,
-    prefix: PrefixOpt = "mqim",
+    redis_url: RedisOpt = None,
+    prefix: PrefixOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config_path: ConfigOpt = None,
 ) -> None:
     """Nodes, whether they are alive, clients per node, queue depths and stream lag."""
     from mqim.broker import BrokerError, read_cluster_status
 
+    cluster = get_config(config_path, {"cluster.redis_url": redis_url, "cluster.prefix": prefix}).cluster
+    redis = _required(cluster.redis_url, "cluster.redis_url", "--redis or MQIM_REDIS_URL")
+
     async def go() -> None:
         try:
-            nodes = await read_cluster_status(redis_url, prefix=prefix)
+            nodes = await read_cluster_status(redis, prefix=cluster.prefix)
         except BrokerError as exc:
             raise CliError(str(exc)) from exc
         if as_json:
@@ -152,23 +203,3 @@ def _as_dict(node: object) -> dict[str, object]:
     assert is_dataclass(node)
     assert not isinstance(node, type)
     return asdict(node)
-
-
-@asynccontextmanager
-async def open_mongo(url: str, database: str) -> AsyncIterator[Storage]:
-    """Open the cluster's MongoDB storage (`mqim logic --mongo`).
-
-    Raises:
-        CliError: It cannot be opened.
-    """
-    from mqim.storage import MongoStorage, StorageError
-
-    storage = MongoStorage(url=url, database=database)
-    try:
-        await storage.open()
-    except StorageError as exc:
-        raise CliError(f"cannot open MongoDB storage at {url}: {exc}") from exc
-    try:
-        yield storage
-    finally:
-        await storage.close()

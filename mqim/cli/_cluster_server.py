@@ -27,6 +27,7 @@ from mqim.broker import (
     MqimBroker,
     PresenceTracker,
 )
+from mqim.cli._cluster_notify import redis_stamp_source
 from mqim.cli._compose import make_broker, start_embedded_logic
 from mqim.logic import (
     LogicLimits,
@@ -34,7 +35,7 @@ from mqim.logic import (
     MembershipFollower,
     load_membership,
 )
-from mqim.logic._follower import GROUP_EVENTS
+from mqim.logic._follower import CONTACT_EVENTS, GROUP_EVENTS
 from mqim.storage import MongoStorage, RedisSessionStore
 
 log = logging.getLogger("mqim.cluster")
@@ -137,12 +138,19 @@ class ClusterServer:
             await stack.enter_async_context(self.link)
             await stack.enter_async_context(broker)
             presence.start()
-            # Group changes made by the logic on any node reach every node's membership index.
+            # Group changes made by the logic on any node, new direct contacts and `mqim group`
+            # changes (the Redis stamp) reach every node's membership index.
             follower = MembershipFollower(
-                storage=self.storage, index=self.membership, stamp=None, port=broker
+                storage=self.storage,
+                index=self.membership,
+                stamp=None,
+                port=broker,
+                stamp_source=redis_stamp_source(lambda: self.link.redis, prefix=self.cluster_settings.prefix),
+                cluster_contacts=True,
             )
             await stack.enter_async_context(follower)
             self.link.subscribe_always(GROUP_EVENTS)
+            self.link.subscribe_always(CONTACT_EVENTS)
             await stack.enter_async_context(self.link.running())
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             for name, job in (("mqim-receipts", receipts.run()), ("mqim-membership", follower.run())):

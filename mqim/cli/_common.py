@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import ssl
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
@@ -63,26 +65,107 @@ def run(coro: Coroutine[Any, Any, _T]) -> _T:
         fail(exc.message, exc.exit_code)
 
 
+MongoOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--mongo",
+        envvar="MQIM_MONGO_URL",
+        help="Cluster mode: the cluster's MongoDB URL, used instead of <data-dir>/mqim.db "
+        "(env MQIM_MONGO_URL)  [default: cluster.mongo_url]",
+        show_default=False,
+    ),
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database", help="MongoDB database (cluster mode)  [default: cluster.database, mqim]"),
+]
+
+REDIS_ENV = "MQIM_REDIS_URL"
+"""The environment variable of `--redis` (`mqim broker`, `mqim cluster status`)."""
+
+
+def storage_config(
+    config_path: Path | None,
+    data_dir: Path | None,
+    mongo_url: str | None,
+    database: str | None,
+    *,
+    overrides: dict[str, Any] | None = None,
+) -> MqimConfig:
+    """The configuration of a command that opens storage (`open_storage`), flags applied.
+
+    `MQIM_REDIS_URL` counts as `cluster.redis_url` (as for `mqim broker`): with it, or any other
+    sign of a cluster, `open_storage` refuses to fall back to the local SQLite.
+    """
+    return get_config(
+        config_path,
+        {
+            **(overrides or {}),
+            "server.data_dir": data_dir,
+            "cluster.mongo_url": mongo_url,
+            "cluster.database": database,
+            "cluster.redis_url": os.environ.get(REDIS_ENV) or None,
+        },
+    )
+
+
+def redact_url(url: str) -> str:
+    """`url` without its user and password (for messages and logs)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
+
+
+def cluster_configured(config: MqimConfig) -> str | None:
+    """The key that says a cluster is configured without a MongoDB URL, or None."""
+    cluster = config.cluster
+    if cluster.mongo_url is not None:
+        return None
+    if cluster.redis_url is not None:
+        return "cluster.redis_url"
+    if cluster.node_id is not None:
+        return "cluster.node_id"
+    return None
+
+
 @asynccontextmanager
 async def open_storage(config: MqimConfig) -> AsyncIterator[Storage]:
-    """Open the server's SQLite storage (`<data_dir>/mqim.db`), creating the directory if needed.
+    """Open the configured storage: the cluster's MongoDB when `cluster.mongo_url` is set, else the
+    server's SQLite (`<data_dir>/mqim.db`, its directory created if needed).
 
     Raises:
-        CliError: The directory cannot be created or the database cannot be opened.
+        CliError: The storage cannot be opened, or a cluster is configured (Redis URL, node id)
+            without a MongoDB URL: an account written to the local SQLite then would be
+            invisible to every node, so nothing is written.
     """
     # Imported here so that `mqim --help` does not pay for the storage stack.
-    from mqim.storage import SqliteStorage, StorageError
+    from mqim.storage import MongoStorage, SqliteStorage, StorageError
 
-    data_dir = config.server.data_dir
-    try:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CliError(f"cannot create data directory {data_dir}: {exc.strerror or exc}") from exc
-    storage = SqliteStorage(path=config.db_path)
+    cluster = config.cluster
+    storage: Storage
+    if cluster.mongo_url is not None:
+        where = f"MongoDB storage at {redact_url(cluster.mongo_url)} (database {cluster.database})"
+        storage = MongoStorage(url=cluster.mongo_url, database=cluster.database)
+    else:
+        key = cluster_configured(config)
+        if key is not None:
+            raise CliError(
+                f"a cluster is configured ({key}) but no MongoDB URL: give --mongo, set "
+                "MQIM_MONGO_URL or cluster.mongo_url (the local SQLite is not used in cluster mode)",
+                exit_code=2,
+            )
+        data_dir = config.server.data_dir
+        try:
+            data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CliError(f"cannot create data directory {data_dir}: {exc.strerror or exc}") from exc
+        where = f"storage {config.db_path}"
+        storage = SqliteStorage(path=config.db_path)
     try:
         await storage.open()
     except StorageError as exc:
-        raise CliError(f"cannot open storage {config.db_path}: {exc}") from exc
+        raise CliError(f"cannot open {where}: {exc}") from exc
     try:
         yield storage
     finally:

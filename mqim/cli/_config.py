@@ -250,6 +250,39 @@ class LogConfig(_Section):
         return value.upper() if isinstance(value, str) else value
 
 
+class ClusterConfig(_Section):
+    """Cluster mode: `mqim broker` nodes sharing Redis and MongoDB; the admin commands use the
+    MongoDB too (never the local SQLite) once `mongo_url` is set."""
+
+    node_id: Annotated[str, StringConstraints(pattern=f"^{ID_PATTERN}$")] | None = None
+    """This node's id, unique in the cluster (`mqim broker --node-id`)."""
+    redis_url: str | None = None
+    """Redis of the cluster: registry, routes, streams, sessions (`--redis`, env MQIM_REDIS_URL)."""
+    mongo_url: str | None = None
+    """MongoDB of the cluster: messages, accounts, groups, ACL rules (`--mongo`, env MQIM_MONGO_URL)."""
+    database: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "mqim"
+    """MongoDB database name."""
+    prefix: Annotated[str, StringConstraints(min_length=1, max_length=64)] = "mqim"
+    """Redis key prefix shared by the cluster's nodes."""
+    heartbeat_s: Annotated[float, Field(ge=0.05, le=60)] = 1.0
+    """How often a node refreshes its heartbeat, in seconds."""
+    node_ttl_s: Annotated[float, Field(ge=0.2, le=600)] = 4.0
+    """A node silent this long is dead and its sessions are adopted, in seconds."""
+
+    @field_validator("redis_url", "mongo_url")
+    @classmethod
+    def _not_blank(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _ttl_above_heartbeat(self) -> Self:
+        if self.node_ttl_s <= self.heartbeat_s:
+            raise ValueError(f"node_ttl_s ({self.node_ttl_s}) must exceed heartbeat_s ({self.heartbeat_s})")
+        return self
+
+
 class MqimConfig(_Section):
     """The whole configuration. Build it with `load_config`."""
 
@@ -258,6 +291,7 @@ class MqimConfig(_Section):
     logic: LogicConfig = LogicConfig()
     auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
+    cluster: ClusterConfig = ClusterConfig()
 
     @property
     def db_path(self) -> Path:

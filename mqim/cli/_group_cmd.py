@@ -2,18 +2,30 @@
 
 The commands write `<data-dir>/mqim.db` directly (the server may be running) and then touch
 `<data-dir>/membership.stamp`: a running server re-reads the memberships within about a second,
-so its group subscriptions and permissions follow.
+so its group subscriptions and permissions follow. In cluster mode (`--mongo`) they write the
+cluster's MongoDB and increment the membership stamp in the cluster's Redis (`MQIM_REDIS_URL` or
+`cluster.redis_url`), which every running node follows the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    open_storage,
+    run,
+    storage_config,
+)
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
@@ -21,17 +33,13 @@ from mqim.storage import AlreadyExists, GroupRecord, NotFound, Role, Storage, St
 
 group_app = typer.Typer(
     name="group",
-    help="Manage groups (stored in <data-dir>/mqim.db; a running server follows within a second).",
+    help="Manage groups (in <data-dir>/mqim.db or the cluster's MongoDB; servers follow within a second).",
     no_args_is_help=True,
 )
 
 GroupArg = Annotated[str, typer.Argument(help="Group id ([A-Za-z0-9_.-]{1,64}).", show_default=False)]
 MembersArg = Annotated[list[str], typer.Argument(help="User ids.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="JSON output.")]
-
-
-def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
-    return get_config(config_path, {"server.data_dir": data_dir})
 
 
 def _check(value: str, what: str) -> str:
@@ -42,6 +50,10 @@ def _check(value: str, what: str) -> str:
 
 
 def _touch(config: MqimConfig) -> None:
+    cluster = config.cluster
+    if cluster.mongo_url is not None:
+        _tell_cluster(cluster.redis_url, cluster.prefix)
+        return
     # Imported here so that `mqim --help` does not load the service stack.
     from mqim.logic import touch_membership_stamp
 
@@ -50,6 +62,24 @@ def _touch(config: MqimConfig) -> None:
     except OSError as exc:
         typer.echo(
             f"warning: a running server was not told ({exc}); it applies the change at restart", err=True
+        )
+
+
+def _tell_cluster(redis_url: str | None, prefix: str) -> None:
+    if redis_url is None:
+        typer.echo(
+            "warning: the running nodes were not told (no Redis URL: set MQIM_REDIS_URL or "
+            "cluster.redis_url); they apply the change at restart",
+            err=True,
+        )
+        return
+    from mqim.cli._cluster_notify import bump_membership_stamp
+
+    try:
+        asyncio.run(bump_membership_stamp(redis_url, prefix=prefix))
+    except CliError as exc:
+        typer.echo(
+            f"warning: the running nodes were not told ({exc.message}); they apply it at restart", err=True
         )
 
 
@@ -92,10 +122,12 @@ def create_group(
     ] = "",
     name: Annotated[str | None, typer.Option("--name", help="Display name  [default: the id]")] = None,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Create a group owned by --owner, with optional initial members."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     group_id = _check(group, "group")
     if not owner:
         fail("--owner is required", 2)
@@ -149,10 +181,15 @@ def _change(config: MqimConfig, group_id: str, users: list[str], *, add: bool) -
 
 @group_app.command("add")
 def add_members(
-    group: GroupArg, members: MembersArg, data_dir: DataDirOpt = None, config_path: ConfigOpt = None
+    group: GroupArg,
+    members: MembersArg,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
 ) -> None:
     """Add members (existing users) to a group."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     group_id = _check(group, "group")
     users = list(dict.fromkeys(_check(m, "user") for m in members))
     record = _change(config, group_id, users, add=True)
@@ -162,10 +199,15 @@ def add_members(
 
 @group_app.command("remove")
 def remove_members(
-    group: GroupArg, members: MembersArg, data_dir: DataDirOpt = None, config_path: ConfigOpt = None
+    group: GroupArg,
+    members: MembersArg,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
 ) -> None:
     """Remove members from a group (not its owner)."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     group_id = _check(group, "group")
     users = list(dict.fromkeys(_check(m, "user") for m in members))
     record = _change(config, group_id, users, add=False)
@@ -178,10 +220,12 @@ def list_groups(
     user: Annotated[str | None, typer.Option("--user", help="Only the groups of this user.")] = None,
     as_json: JsonOpt = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """List groups: id, name, member count (and the user's role with --user)."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     user_id = _check(user, "user") if user is not None else None
 
     async def go() -> list[GroupRecord]:
@@ -218,10 +262,15 @@ def list_groups(
 
 @group_app.command("info")
 def group_info(
-    group: GroupArg, as_json: JsonOpt = False, data_dir: DataDirOpt = None, config_path: ConfigOpt = None
+    group: GroupArg,
+    as_json: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
 ) -> None:
     """Show a group: name, creation time and members with their roles."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     group_id = _check(group, "group")
 
     async def go() -> GroupRecord:

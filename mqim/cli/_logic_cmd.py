@@ -11,12 +11,14 @@ import typer
 
 from mqim.cli._common import (
     ConfigOpt,
+    DatabaseOpt,
     DataDirOpt,
+    MongoOpt,
     connect_host,
-    get_config,
     open_storage,
     run,
     run_until_signal,
+    storage_config,
     tls_context,
 )
 from mqim.cli._config import MqimConfig, parse_broker_url
@@ -110,20 +112,17 @@ def logic_command(
         bool,
         typer.Option("--shared", help="Subscribe with $share/logic/...: workers split the requests."),
     ] = False,
-    mongo_url: Annotated[
-        str | None,
-        typer.Option("--mongo", envvar="MQIM_MONGO_URL", help="Cluster mode: MongoDB URL instead of SQLite."),
-    ] = None,
-    database: Annotated[str, typer.Option("--database", help="MongoDB database (with --mongo).")] = "mqim",
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Run the logic service as its own process, connected to the broker over MQTT.
 
-    It validates, stores (in <data-dir>/mqim.db) and fans out what users send. Stops cleanly on
-    Ctrl-C or SIGTERM.
+    It validates, stores (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo or
+    cluster.mongo_url) and fans out what users send. Stops cleanly on Ctrl-C or SIGTERM.
     """
-    config = get_config(config_path, {"server.data_dir": data_dir})
+    config = storage_config(config_path, data_dir, mongo_url, database)
     configure_logging(config.log)
 
     async def go() -> None:
@@ -133,11 +132,10 @@ def logic_command(
 
         context = tls_context(tls=target.tls, cafile=cafile)
         # Cluster mode (DESIGN.md section 6): the cluster's MongoDB, and a shared subscription.
-        from mqim.cli._cluster_cmd import SHARED_UP_FILTER, open_mongo
+        from mqim.cli._cluster_cmd import SHARED_UP_FILTER
         from mqim.protocol import UP_FILTER
 
-        opened = open_mongo(mongo_url, database) if mongo_url is not None else open_storage(config)
-        async with opened as storage:
+        async with open_storage(config) as storage:
             bus = MqttBus(
                 host=target.host,
                 port=target.port,

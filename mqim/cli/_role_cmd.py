@@ -12,19 +12,29 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    open_storage,
+    run,
+    storage_config,
+)
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
 from mqim.storage import AlreadyExists, NotFound, Storage, StorageError
 
 MAX_DESCRIPTION = 1024
+"""Longest role description."""
 
 _T = TypeVar("_T")
 
 
 def _with_storage(config: MqimConfig, action: Callable[[Storage], Awaitable[_T]]) -> _T:
-    """Run one storage call on the configured data dir, its errors translated for the CLI."""
+    """Run one storage call on the configured storage, its errors translated for the CLI."""
 
     async def go() -> _T:
         async with open_storage(config) as storage:
@@ -36,20 +46,14 @@ def _with_storage(config: MqimConfig, action: Callable[[Storage], Awaitable[_T]]
     return run(go())
 
 
-"""Longest role description."""
-
 role_app = typer.Typer(
     name="role",
-    help="Manage roles (stored in <data-dir>/mqim.db); ACL rules refer to them as role:NAME.",
+    help="Manage roles (in mqim.db or the cluster's MongoDB); ACL rules refer to them as role:NAME.",
     no_args_is_help=True,
 )
 
 RoleArg = Annotated[str, typer.Argument(help="Role name ([A-Za-z0-9_.-]{1,64}).", show_default=False)]
 UserArg = Annotated[str, typer.Argument(help="User id.", show_default=False)]
-
-
-def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
-    return get_config(config_path, {"server.data_dir": data_dir})
 
 
 def _check(value: str, what: str) -> str:
@@ -70,10 +74,12 @@ def add_role(
     name: RoleArg,
     description: Annotated[str, typer.Option("--description", "-d", help="Free text.")] = "",
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Create a role."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     role = _check(name, "role")
     if len(description) > MAX_DESCRIPTION:
         fail(f"description is longer than {MAX_DESCRIPTION} characters", 2)
@@ -87,10 +93,12 @@ def remove_role(
     name: RoleArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Delete a role; every user holding it loses it (rules naming it then match nobody)."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     role = _check(name, "role")
     if not yes and not typer.confirm(f"Remove role {role!r} from everyone who holds it?", default=False):
         fail("aborted, nothing removed")
@@ -103,10 +111,12 @@ def remove_role(
 def list_roles(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """List roles with their members."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     for role in _with_storage(config, lambda storage: storage.list_roles()):
         if as_json:
@@ -126,10 +136,12 @@ def assign_role(
     name: RoleArg,
     user: UserArg,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Give a role to a user."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     role, user_id = _check(name, "role"), _check(user, "user")
 
     _with_storage(config, lambda storage: storage.assign_role(user_id, role))
@@ -141,10 +153,12 @@ def unassign_role(
     name: RoleArg,
     user: UserArg,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Take a role from a user (its live sessions lose what the role allowed)."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     role, user_id = _check(name, "role"), _check(user, "user")
 
     _with_storage(config, lambda storage: storage.unassign_role(user_id, role))

@@ -3,6 +3,12 @@
 A client presents a token as its MQTT password, with its user id as the MQTT username. Keys live
 in `<data-dir>/token-keys.json` (mode 0600) unless `auth.token_keys_file` says otherwise; the
 running server reloads the file when it changes.
+
+Cluster mode: every node reads its own key file (the same rule, per node), while the accounts
+`issue` checks and the revocations `revoke` writes are in the cluster's MongoDB (`--mongo`). So
+the nodes must share one key file: point `auth.token_keys_file` of every node and of these
+commands at the same file (a shared path, or copy it to each node after `issue` creates it and
+after each `rotate`); a node without the key refuses the token.
 """
 
 from __future__ import annotations
@@ -14,7 +20,17 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    get_config,
+    open_storage,
+    run,
+    storage_config,
+)
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
@@ -30,7 +46,8 @@ token_app = typer.Typer(
     name="token",
     help=(
         "Signed access tokens: the client sends its user id as MQTT username and the token as "
-        "password. Keys are in <data-dir>/token-keys.json (mode 0600)."
+        "password. Keys are in <data-dir>/token-keys.json (mode 0600) or auth.token_keys_file; "
+        "in a cluster every node needs the same key file."
     ),
     no_args_is_help=True,
 )
@@ -71,12 +88,14 @@ def issue(
         bool, typer.Option("--json", help="Print {token, jti, sub, exp} as JSON instead of the token.")
     ] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Print a token for USER (the key file is created on first use)."""
     from mqim.broker import issue_token, verify_token
 
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     try:
         user_id = validate_id(user, what="user")
     except InvalidId as exc:
@@ -115,12 +134,14 @@ def revoke(
         str, typer.Argument(help="The token itself, or its id (jti).", show_default=False)
     ],
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Revoke a token: the server refuses it at every later CONNECT."""
     from mqim.broker import InvalidToken, looks_like_token, unverified_claims
 
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     jti, expires = token_or_jti, None
     if looks_like_token(token_or_jti):
         try:

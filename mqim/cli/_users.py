@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config, open_storage, run
+from mqim.cli._common import (
+    ConfigOpt,
+    DatabaseOpt,
+    DataDirOpt,
+    MongoOpt,
+    fail,
+    open_storage,
+    run,
+    storage_config,
+)
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
 from mqim.protocol import InvalidId, validate_id
@@ -18,7 +27,7 @@ MAX_PASSWORD_LENGTH = 1024
 
 users_app = typer.Typer(
     name="user",
-    help="Manage accounts (stored in <data-dir>/mqim.db).",
+    help="Manage accounts (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo or [cluster]).",
     no_args_is_help=True,
 )
 
@@ -29,10 +38,6 @@ PasswordOpt = Annotated[
         "--password", "-p", help="The password; prompted for (twice) when omitted.", show_default=False
     ),
 ]
-
-
-def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
-    return get_config(config_path, {"server.data_dir": data_dir})
 
 
 def _check_name(name: str) -> str:
@@ -69,10 +74,12 @@ def add_user(
         AccountKind, typer.Option("--kind", "-k", help="Account kind.", case_sensitive=False)
     ] = AccountKind.USER,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Create an account."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     user_id = _check_name(name)
     secret = _password(password)
 
@@ -97,10 +104,12 @@ def add_many(
         AccountKind, typer.Option("--kind", "-k", help="Account kind.", case_sensitive=False)
     ] = AccountKind.USER,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Create many accounts sharing one password (device fleets, load tests); existing ids are skipped."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     ids = [_check_name(f"{prefix}{n}") for n in range(start, start + count)]
     secret = _password(password)
 
@@ -119,10 +128,12 @@ def add_many(
 def list_users(
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """List accounts: id, kind, disabled."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
 
     async def go() -> list[UserRecord]:
         async with open_storage(config) as storage:
@@ -149,10 +160,12 @@ def change_password(
     name: NameArg,
     password: PasswordOpt = None,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Set a new password."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     user_id = _check_name(name)
 
     async def exists() -> bool:
@@ -178,8 +191,7 @@ def change_password(
     typer.echo(f"password of {user_id!r} changed")
 
 
-def _set_disabled(name: str, disabled: bool, data_dir: DataDirOpt, config_path: ConfigOpt) -> None:
-    config = _config(config_path, data_dir)
+def _set_disabled(name: str, disabled: bool, config: MqimConfig) -> None:
     user_id = _check_name(name)
 
     async def go() -> None:
@@ -194,15 +206,27 @@ def _set_disabled(name: str, disabled: bool, data_dir: DataDirOpt, config_path: 
 
 
 @users_app.command("disable")
-def disable_user(name: NameArg, data_dir: DataDirOpt = None, config_path: ConfigOpt = None) -> None:
+def disable_user(
+    name: NameArg,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
     """Disable an account: it can no longer log in (its data stays)."""
-    _set_disabled(name, True, data_dir, config_path)
+    _set_disabled(name, True, storage_config(config_path, data_dir, mongo_url, database))
 
 
 @users_app.command("enable")
-def enable_user(name: NameArg, data_dir: DataDirOpt = None, config_path: ConfigOpt = None) -> None:
+def enable_user(
+    name: NameArg,
+    data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
+    config_path: ConfigOpt = None,
+) -> None:
     """Enable a disabled account."""
-    _set_disabled(name, False, data_dir, config_path)
+    _set_disabled(name, False, storage_config(config_path, data_dir, mongo_url, database))
 
 
 @users_app.command("remove")
@@ -210,10 +234,12 @@ def remove_user(
     name: NameArg,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     data_dir: DataDirOpt = None,
+    mongo_url: MongoOpt = None,
+    database: DatabaseOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Delete an account (its messages stay in their conversations)."""
-    config = _config(config_path, data_dir)
+    config = storage_config(config_path, data_dir, mongo_url, database)
     user_id = _check_name(name)
     if not yes and not typer.confirm(f"Remove user {user_id!r}?", default=False):
         fail("aborted, nothing removed")

@@ -15,7 +15,13 @@ that it changes in three ways:
    on `im/v1/u/{user}/ack`; the follower registers that contact.
 3. Administrators (`mqim group ...`) write storage directly from another process, then touch
    `<data_dir>/membership.stamp`; the follower polls its modification time (every `poll_s`) and
-   then re-reads every membership.
+   then re-reads every membership. A cluster node has no shared directory: it polls a
+   `stamp_source` instead (a counter in the cluster's Redis that `mqim group` increments).
+
+Cluster nodes (`cluster_contacts=True`): a first-message ack reaches only the nodes that route
+it (the publisher's and the sender's), but every node must know the contact (the other user's
+presence permission is checked on the node that user is connected to, now or later). So a node
+that sees one announces the pair on `CONTACT_EVENTS`, which every node routes and follows.
 
 A re-read never overwrites a newer change: if the index changed while storage was being read,
 the read is discarded and done again.
@@ -28,7 +34,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,6 +50,20 @@ STAMP_NAME = "membership.stamp"
 
 GROUP_EVENTS = f"{PREFIX}/g/+/event"
 ACKS = f"{PREFIX}/u/+/ack"
+
+CONTACT_EVENTS = "$mqim/cluster/contacts"
+"""Where cluster nodes announce new direct contacts, `{"v": 1, "contacts": [[a, b], ...]}`.
+Published by the broker itself: a `$` topic is outside every client grant but an admin's."""
+
+StampSource = Callable[[], Awaitable[object]]
+"""Reads a stamp that changes whenever memberships changed in storage; None when unknown."""
+
+_MAX_ANNOUNCE = 100_000
+"""Contacts waiting to be announced; beyond it new ones are dropped (logged): the nodes that miss
+them learn them at their next restart or full re-read."""
+
+_ANNOUNCE_BATCH = 500
+"""Contacts per announcement message."""
 
 _RETRIES = 5
 """Re-reads of one snapshot when the index keeps changing underneath, before applying anyway."""
@@ -153,6 +173,27 @@ def first_contact(payload: bytes) -> tuple[str, str] | None:
     return ids[0], ids[1]
 
 
+def contact_event_pairs(payload: bytes) -> list[tuple[str, str]]:
+    """The valid pairs of two distinct users a `CONTACT_EVENTS` payload names. Pure."""
+    try:
+        body = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    listed = body.get("contacts") if isinstance(body, dict) else None
+    if not isinstance(listed, list):
+        return []
+    pairs = []
+    for item in listed[:_ANNOUNCE_BATCH]:
+        if (
+            isinstance(item, list)
+            and len(item) == 2
+            and all(isinstance(user, str) and is_valid_id(user) for user in item)
+            and item[0] != item[1]
+        ):
+            pairs.append((item[0], item[1]))
+    return pairs
+
+
 class MembershipFollower:
     """Follows membership changes made outside this process (see the module docstring).
 
@@ -165,6 +206,10 @@ class MembershipFollower:
         stamp: The stamp file to poll (`<data_dir>/membership.stamp`), or None.
         port: The broker port to follow group events and acks on (standalone logic), or None.
         poll_s: How often the stamp is checked, in seconds.
+        stamp_source: Another stamp to poll (a cluster node's), or None; errors must be
+            answered with None (no change seen), not raised.
+        cluster_contacts: Announce new direct contacts on `CONTACT_EVENTS` and follow the other
+            nodes' announcements (needs `port`; the cluster must route the topic to every node).
     """
 
     def __init__(
@@ -175,6 +220,8 @@ class MembershipFollower:
         stamp: Path | None,
         port: BrokerPort | None,
         poll_s: float = 1.0,
+        stamp_source: StampSource | None = None,
+        cluster_contacts: bool = False,
     ) -> None:
         self._storage = storage
         self._index = index
@@ -182,6 +229,11 @@ class MembershipFollower:
         self._port = port
         self._poll_s = poll_s
         self._stamp_seen = self._stamp_time()
+        self._source = stamp_source
+        self._source_seen: object = None
+        self._cluster_contacts = cluster_contacts and port is not None
+        self._announce: dict[tuple[str, str], None] = {}
+        self.contacts_dropped = 0
         self._pending: set[str] = set()
         self._full = False
         self._wake = asyncio.Event()
@@ -190,10 +242,14 @@ class MembershipFollower:
         self.reloads = 0
 
     async def __aenter__(self) -> MembershipFollower:
+        if self._source is not None:
+            self._source_seen = await self._source()
         self._index.add_listener(self._changed)
         if self._port is not None:
             self._detach.append(self._port.attach_listener(GROUP_EVENTS, self._on_group_event))
             self._detach.append(self._port.attach_listener(ACKS, self._on_ack))
+            if self._cluster_contacts:
+                self._detach.append(self._port.attach_listener(CONTACT_EVENTS, self._on_contacts))
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -211,10 +267,16 @@ class MembershipFollower:
             except TimeoutError:
                 pass
             self._wake.clear()
+            self._send_announcements()
             stamp = self._stamp_time()
             if stamp != self._stamp_seen:
                 self._stamp_seen = stamp
                 self._full = True
+            if self._source is not None:
+                seen = await self._source()
+                if seen is not None and seen != self._source_seen:
+                    self._source_seen = seen
+                    self._full = True
             try:
                 await self.catch_up()
             except StorageError:
@@ -248,8 +310,39 @@ class MembershipFollower:
 
     def _on_ack(self, topic: str, payload: bytes) -> None:
         pair = first_contact(payload)
-        if pair is not None:
-            self._apply(lambda: self._index.add_contact(*pair))
+        if pair is None:
+            return
+        self._apply(lambda: self._index.add_contact(*pair))
+        if not self._cluster_contacts:
+            return
+        # Announced from the follower's task: publishing here would re-enter the routing.
+        if len(self._announce) < _MAX_ANNOUNCE:
+            self._announce[pair] = None
+            self._wake.set()
+        else:
+            self.contacts_dropped += 1
+            if self.contacts_dropped & (self.contacts_dropped - 1) == 0:
+                _log.warning(
+                    "%d new contacts not announced to the cluster (queue full)", self.contacts_dropped
+                )
+
+    def _on_contacts(self, topic: str, payload: bytes) -> None:
+        pairs = contact_event_pairs(payload)
+        if pairs:
+            self._apply(lambda: self._add_contacts(pairs))
+
+    def _add_contacts(self, pairs: list[tuple[str, str]]) -> None:
+        for a, b in pairs:
+            self._index.add_contact(a, b)
+
+    def _send_announcements(self) -> None:
+        if not self._announce or self._port is None:
+            return
+        pairs, self._announce = list(self._announce), {}
+        for start in range(0, len(pairs), _ANNOUNCE_BATCH):
+            chunk = pairs[start : start + _ANNOUNCE_BATCH]
+            body = json.dumps({"v": 1, "contacts": [list(pair) for pair in chunk]}).encode()
+            self._port.publish_local(CONTACT_EVENTS, body, qos=1)
 
     # -- internals -----------------------------------------------------------------------------
     def _changed(self, users: frozenset[str]) -> None:

@@ -447,9 +447,10 @@ class MqttConnection(asyncio.Protocol):
             self._ack_publish(pub, durable=durable, hold=hold)
             if hub.saturated(self):
                 self._pause_reading(_PAUSE_HELD)
-        elif hold is not None and topic.startswith(_UP_PREFIX):
-            # An IM request nobody took (no logic service attached, no worker session): a PUBACK
-            # would tell the client it is stored. It is not acknowledged; the client resends it.
+        elif hold is not None and not durable and topic.startswith(_UP_PREFIX):
+            # An IM request nobody took (no logic service attached, no worker session, not
+            # durably forwarded to another cluster node's worker): a PUBACK would tell the client
+            # it is stored. It is not acknowledged; the client resends it.
             self.broker.no_consumer(self, topic)
             self.close("no logic service to take the request; reconnect and resend")
             return

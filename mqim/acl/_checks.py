@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mqim.acl._matcher import intersect_levels, is_valid_topic, match_levels, parse_filter, subset_levels
+from mqim.acl._matcher import (
+    intersect_levels,
+    is_valid_topic,
+    match_levels,
+    parse_filter,
+    rule_levels,
+    subset_levels,
+)
 from mqim.acl._membership import MembershipLookup
 from mqim.acl._rules import Action, Effect, Identity, Rule
 from mqim.acl._syntax import format_rule
@@ -81,7 +88,8 @@ class StaticCheck(Check):
     Allow rules grant a topic their filter matches, or a subscription whose filter is a subset
     of theirs (a share pattern only grants share subscriptions, of a matching group). Deny rules
     deny a topic their filter matches, or a subscription whose filter intersects theirs (a plain
-    deny also denies share subscriptions; a share deny only share subscriptions).
+    deny also denies share subscriptions; a share deny only share subscriptions). A pattern's
+    leading `+`/`#` also covers `$` topics other than `$SYS/...` (see `rule_levels`).
     """
 
     def __init__(self, *, rule: Rule) -> None:
@@ -98,9 +106,11 @@ class StaticCheck(Check):
         """Return True if the rule grants (allow) or denies (deny) `request` for `identity`."""
         pattern = self.rule.compiled
         deny = self.effect is Effect.DENY
-        levels = pattern.expand(identity, widen=deny)
-        if levels is None:
+        expanded = pattern.expand(identity, widen=deny)
+        if expanded is None:
             return False
+        # A leading wildcard of a rule also covers `$` topics other than `$SYS` (`rule_levels`).
+        levels = rule_levels(expanded, request.levels[0])
         if request.action is not Action.SUBSCRIBE:
             return match_levels(levels, request.levels)
         if pattern.share is not None:

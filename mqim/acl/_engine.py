@@ -152,6 +152,16 @@ class AclEngine:
     # -- configuration -----------------------------------------------------------------------
 
     @property
+    def membership(self) -> MembershipLookup:
+        """The membership lookup the engine decides with (receive scopes must use the same)."""
+        return self._membership
+
+    @property
+    def builtin(self) -> bool:
+        """Whether the built-in v1 rules apply."""
+        return self._builtin
+
+    @property
     def rules(self) -> tuple[Rule, ...]:
         """The configured rules, in evaluation order."""
         return self._rules

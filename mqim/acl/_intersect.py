@@ -38,6 +38,8 @@ Examples (user alice in group g1, bob her contact, rules `allow all subscribe,re
 - `$SYS/#` -> empty unless a rule grants `$SYS/...`; `#` and `+/...` never match a topic that
   starts with `$` (MQTT-4.7.2-1), so a `$` topic is only ever in the scope of a filter whose
   first level names it literally.
+- `$TopicA/#` -> exact: a *rule* pattern's leading `#`/`+` covers `$` topics other than
+  `$SYS/...` (`rule_levels`), so `allow all subscribe,receive #` grants it.
 
 Rules (the engine's, restated per topic): deny wins (every deny that applies to the identity and
 covers RECEIVE, or SUBSCRIBE of a plain filter, becomes an exclude); an allow counts for RECEIVE
@@ -75,7 +77,14 @@ from mqim.acl._builtin import (
     _sees_presence,
 )
 from mqim.acl._checks import Check, StaticCheck
-from mqim.acl._matcher import intersect_levels, is_valid_topic, match_levels, parse_filter, subset_levels
+from mqim.acl._matcher import (
+    intersect_levels,
+    is_valid_topic,
+    match_levels,
+    parse_filter,
+    rule_levels,
+    subset_levels,
+)
 from mqim.acl._membership import MembershipLookup
 from mqim.acl._rules import Action, Effect, Identity, Rule
 
@@ -462,7 +471,7 @@ def _inside(levels: Levels, namespace: Levels | None) -> bool:
     return namespace is not None and bool(levels) and subset_levels(levels, namespace)
 
 
-def _add_rule(out: _Collected, rule: Rule, identity: Identity, *, locked: bool) -> None:
+def _add_rule(out: _Collected, rule: Rule, identity: Identity, first: str, *, locked: bool) -> None:
     receive = Action.RECEIVE in rule.actions
     # The broker judges a shared subscription by its inner, plain filter, so only plain
     # patterns grant or deny SUBSCRIBE; RECEIVE never looks at the share group (see StaticCheck).
@@ -472,10 +481,13 @@ def _add_rule(out: _Collected, rule: Rule, identity: Identity, *, locked: bool) 
     if rule.effect is Effect.DENY:
         levels = rule.compiled.expand(identity, widen=True)
         if levels is not None:
-            out.denies.append(levels)
+            out.denies.append(tuple(rule_levels(levels, first)))
         return
     levels = rule.compiled.expand(identity, widen=False)
     if levels is not None:
+        # A rule's leading wildcard also covers `$` topics other than `$SYS` (`rule_levels`);
+        # every topic of the scope starts with the filter's first level, so read it against that.
+        levels = tuple(rule_levels(levels, first))
         out.grants.append(_Grant(levels, receive, subscribe, locked, _inside(levels, out.namespace)))
 
 
@@ -552,7 +564,7 @@ def _collect(
                 locked_ids.add(id(grant))
     for rule in rules:
         if rule.subject.applies_to(identity):
-            _add_rule(out, rule, identity, locked=False)
+            _add_rule(out, rule, identity, levels[0], locked=False)
     for check in checks:
         if isinstance(check, NamespaceLock):
             continue
@@ -560,7 +572,7 @@ def _collect(
             continue
         locked = id(check) in locked_ids
         if isinstance(check, StaticCheck):
-            _add_rule(out, check.rule, identity, locked=locked)
+            _add_rule(out, check.rule, identity, levels[0], locked=locked)
         elif isinstance(check, OwnerCheck):
             _add_owner_check(out, check, identity, membership, levels, locked=locked, max_owners=max_owners)
         elif isinstance(check, AllowEverything):

@@ -10,6 +10,10 @@ Semantics (MQTT 3.1.1 section 4.7):
   none*: `a/#` matches `a` itself as well as `a/b/c`.
 - A filter whose first level is `+` or `#` never matches a topic name starting with `$`
   (MQTT-4.7.2-1), so `#` does not cover `$SYS/x` and `+/x` does not cover `$SYS/x`.
+- ACL rule *patterns* are read differently (`rule_levels`): a leading `+` or `#` there also
+  covers `$` topics other than `$SYS/...`. MQTT-4.7.2-1 is about which messages a
+  subscription's filter matches, not about authorization; `$SYS` stays reachable only by
+  patterns that name it.
 - `$share/{name}/{filter}` is a shared subscription: `name` says which group gets one copy, not
   which topics are matched. The matching functions therefore compare the *inner* filter; the
   engine treats the share group separately.
@@ -28,6 +32,9 @@ MAX_TOPIC_BYTES = 65535
 """The longest topic name or filter, in UTF-8 bytes (an MQTT string's length prefix is 16 bits)."""
 
 SHARE_PREFIX = "$share/"
+
+SYS_LEVEL = "$SYS"
+"""The first level of the server's own topics, which wildcard-led rule patterns never cover."""
 
 # A str of at most this many code points cannot exceed MAX_TOPIC_BYTES in UTF-8 (4 bytes each).
 _SAFE_CHARS = MAX_TOPIC_BYTES // 4
@@ -143,6 +150,26 @@ def match_levels(filter_levels: Sequence[str], topic_levels: Sequence[str]) -> b
         if level != "+" and level != topic_levels[index]:
             return False
     return len(filter_levels) == count
+
+
+def rule_levels(pattern: Sequence[str], first: str) -> Sequence[str]:
+    """Read an ACL rule pattern against a topic or filter whose first level is `first`.
+
+    A rule pattern says what an identity may do, not which messages a subscription matches:
+    a pattern whose first level is `+` or `#` also covers `$` topics other than `$SYS/...`,
+    so `allow ... #` permits publishing `$TopicA/B` (a `#` *subscription* still never receives
+    it, MQTT-4.7.2-1). The result is the pattern with its leading wildcard replaced by `first`
+    when that makes a difference, to be used with `match_levels`, `subset_levels` and
+    `intersect_levels` (which apply the filter rules). Requests whose first level is itself a
+    wildcard match no `$` topic, so they are unaffected.
+
+    Examples: `#` against `$TopicA` reads as `$TopicA/#`; `+/b` against `$x` as `$x/b`; `#`
+    against `$SYS` stays `#` (which does not cover `$SYS/...`).
+    """
+    head = pattern[0]
+    if (head == "+" or head == "#") and first.startswith("$") and first != SYS_LEVEL:
+        return (first, "#") if head == "#" else (first, *pattern[1:])
+    return pattern
 
 
 def _without_empty_topic(levels: Sequence[str]) -> Sequence[str]:

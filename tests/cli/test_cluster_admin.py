@@ -286,3 +286,21 @@ def test_bridge_mappings_and_routes_refuse_unknown_groups_and_users(tmp_path: Pa
     doc = json.loads(out)
     assert [m["name"] for m in doc["mappings"]] == ["alarms", "dm"]
     assert [c["name"] for c in doc["commands"]] == ["c1"]
+
+
+def test_mqim_broker_names_what_is_missing(tmp_path: Path) -> None:
+    runner = _runner()
+    code, _, err = _invoke(runner, "broker", "--redis", "redis://127.0.0.1:1/0", "--mongo", "mongodb://x/")
+    assert (code, err) == (
+        2,
+        "error: cluster.node_id is not set: give --node-id, or set it in the [cluster] section\n",
+    )
+    code, _, err = _invoke(runner, "broker", "--node-id", "n1", "--mongo", "mongodb://x/")
+    assert code == 2
+    assert "cluster.redis_url is not set" in err
+    code, _, err = _invoke(runner, "broker", "--node-id", "n1", "--redis", "redis://h/0", "--heartbeat", "9")
+    assert code == 2
+    assert "node_ttl_s (4.0) must exceed heartbeat_s (9.0)" in err
+    code, _, err = _invoke(runner, "cluster", "status")
+    assert code == 2
+    assert "cluster.redis_url is not set" in err

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
@@ -20,7 +21,7 @@ from mqim.protocol import group_filter
 from tests.cluster.conftest import Cluster
 from tests.cluster.test_routing import _wait_routes
 from tests.cluster.test_shared import SHARED_UP, worker_process
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, free_port
 from tests.support.mqtt import Paho
 
 BAD_CREDENTIALS = 4
@@ -146,3 +147,38 @@ async def test_accounts_groups_rules_and_tokens_made_with_the_cli_work_on_every_
             assert (await alice_c.receive_on("/ack", timeout=20)).json()["seq"] == 1
             assert (await bob_c.receive_on(f"{team}/msg", timeout=20)).json()["text"] == "hi all"
         assert proc.returncode == 0, (tmp_path / "worker.log").read_text()[-3000:]
+
+
+async def test_a_node_and_cluster_status_from_the_cluster_section_alone(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    port = free_port()
+    config = tmp_path / "n9.toml"
+    config.write_text(
+        f'[server]\nport = {port}\ndata_dir = "{tmp_path / "n9"}"\n'
+        f'[cluster]\nnode_id = "n9"\nredis_url = "{cluster.redis.url}"\nmongo_url = "{cluster.mongo.url}"\n'
+        f'database = "{cluster.database}"\nheartbeat_s = 0.5\nnode_ttl_s = 10\n'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MQIM_")}
+    code, out, err = await mqim(
+        "user", "add", "carol", "-p", PASSWORD, "-c", str(config), env=env, cwd=tmp_path
+    )
+    assert (code, out) == (0, "added user 'carol'\n"), err
+    argv = [sys.executable, "-m", "mqim.cli", "broker", "-c", str(config)]
+    with worker_process(argv, tmp_path / "n9.log") as proc:
+        for _ in range(300):
+            code, out, err = await mqim(
+                "cluster", "status", "--json", "-c", str(config), env=env, cwd=tmp_path
+            )
+            if code == 0 and any(node["node_id"] == "n9" and node["alive"] for node in json.loads(out)):
+                break
+            assert proc.poll() is None, (tmp_path / "n9.log").read_text()[-3000:]
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"n9 never came up: {out} {err}")
+        client = Paho(port=port, user="carol", password=PASSWORD, client_id="carol-n9")
+        try:
+            await client.connect()
+        finally:
+            client.close()
+    assert proc.returncode == 0, (tmp_path / "n9.log").read_text()[-3000:]

@@ -24,10 +24,9 @@ import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
+from mqim import mqtt as codec
 from mqim.acl import AclEngine, Action, Identity, InvalidRule
-from mqim.broker import _codec as codec
 from mqim.broker._auth import Authenticator, ConnectRequest, RefreshableAuthenticator
-from mqim.broker._codec import Connect, Publish
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._hub import ConsumerCallback, Hub
@@ -38,6 +37,7 @@ from mqim.broker._policy import PolicySource, denied_subscriptions, with_roles
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._ws import serve_websocket, ws_limits
+from mqim.mqtt import Connect, Publish
 from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id, peek_request_id
 from mqim.storage import SessionStore, Storage, StorageError
 

@@ -17,8 +17,8 @@ from collections import deque
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
+from mqim import mqtt as c
 from mqim.acl import Action, Identity, is_valid_filter
-from mqim.broker import _codec as c
 from mqim.broker._exceptions import AuthenticationBusy, MalformedPacket, ProtocolViolation
 from mqim.broker._holds import Hold
 from mqim.broker._logsummary import SummaryLog, host_of

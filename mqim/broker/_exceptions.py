@@ -8,11 +8,25 @@ Hierarchy::
     ├── ConfigError             invalid broker settings or listener configuration
     ├── InvalidToken            a signed token that must be refused (its `reason` says why)
     ├── KeyringError            the token key file cannot be read, parsed or written
-    └── ProtocolViolation       a client broke MQTT 3.1.1; its connection is closed
-        └── MalformedPacket     bytes that do not decode as a valid packet
+
+`ProtocolViolation` and `MalformedPacket` (a client broke MQTT 3.1.1; its connection is closed)
+are the wire errors of `mqim.mqtt`, re-exported here.
 """
 
 from __future__ import annotations
+
+from mqim.mqtt import MalformedPacket, ProtocolViolation
+
+__all__ = [
+    "AuthenticationBusy",
+    "BrokerError",
+    "ClusterError",
+    "ConfigError",
+    "InvalidToken",
+    "KeyringError",
+    "MalformedPacket",
+    "ProtocolViolation",
+]
 
 
 class BrokerError(Exception):
@@ -49,9 +63,3 @@ class KeyringError(BrokerError):
     """The token key file cannot be read, parsed or written."""
 
 
-class ProtocolViolation(BrokerError):
-    """A client broke MQTT 3.1.1; the connection is closed (3.1.1 has no negative acks)."""
-
-
-class MalformedPacket(ProtocolViolation):
-    """Bytes that do not decode as a valid MQTT 3.1.1 packet."""

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset, topic_matches
-from mqim.broker._codec import encode_str
 from mqim.broker._holds import Hold
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.mqtt import encode_str
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
 from mqim.storage import RetainedRecord, SessionStore, StorageError, StoredSession
 

@@ -16,9 +16,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from mqim.acl import Identity
-from mqim.broker._codec import PUBREL, encode_ack, encode_publish, encode_str
 from mqim.broker._exceptions import ProtocolViolation
 from mqim.broker._holds import Hold
+from mqim.mqtt import PUBREL, encode_ack, encode_publish, encode_str
 from mqim.storage import QueuedMessage, SessionStore
 
 if TYPE_CHECKING:

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mqim import mqtt as c
 from mqim.broker import MalformedPacket
-from mqim.broker import _codec as c
 from tests.support.mqtt import Raw
 
 LIMIT = 64 * 1024
@@ -40,7 +40,7 @@ def _s(text: str | bytes) -> bytes:
 
 
 def _frame(first: int, body: bytes) -> bytes:
-    return bytes((first,)) + c._varint(len(body)) + body
+    return bytes((first,)) + c.encode_varint(len(body)) + body
 
 
 def _connect_body(*, name: str = "MQTT", level: int = 4, flags: int = 0x02, payload: bytes = b"") -> bytes:
@@ -145,12 +145,12 @@ def test_server_packets_encode_per_spec() -> None:
 
 @pytest.mark.parametrize("size", [0, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152, 268_435_455])
 def test_remaining_length_varint_boundaries(size: int) -> None:
-    encoded = c._varint(size)
+    encoded = c.encode_varint(size)
     assert len(encoded) == 1 + (size >= 128) + (size >= 16_384) + (size >= 2_097_152)
     decoder = c.PacketDecoder(max_packet_bytes=268_435_455)
     assert decoder.feed(b"\x30" + encoded) == ([(c.PUBLISH, 0, b"")] if size == 0 else [])
     with pytest.raises(ValueError, match="too large"):
-        c._varint(268_435_456)
+        c.encode_varint(268_435_456)
 
 
 # -- incremental decoding ----------------------------------------------------------------------
@@ -206,12 +206,12 @@ def test_partial_packet_stays_buffered() -> None:
 
 def test_oversized_remaining_length_is_refused_from_the_header_alone() -> None:
     decoder = c.PacketDecoder(max_packet_bytes=1024)
-    header = b"\x30" + c._varint(1025)
+    header = b"\x30" + c.encode_varint(1025)
     # Only the fixed header arrived: the body is never waited for nor buffered.
     with pytest.raises(MalformedPacket, match="exceeds"):
         decoder.feed(header)
     exactly = c.PacketDecoder(max_packet_bytes=1024)
-    assert exactly.feed(b"\x30" + c._varint(1024)) == []
+    assert exactly.feed(b"\x30" + c.encode_varint(1024)) == []
 
 
 def test_remaining_length_longer_than_four_bytes_is_malformed() -> None:
@@ -432,8 +432,9 @@ def test_limits_are_inclusive() -> None:
         )
         assert [(t, f, type(b)) for t, f, b in got] == [(c.PUBLISH, 0, c.Oversize)]
     # Above the hard limit the fixed header alone closes the connection, nothing is read further.
+    decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
     with pytest.raises(MalformedPacket, match="exceeds the limit of 8192"):
-        c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD).feed(b"\x30" + c._varint(HARD + 1))
+        decoder.feed(b"\x30" + c.encode_varint(HARD + 1))
 
 
 def test_a_large_oversize_publish_costs_no_memory() -> None:
@@ -448,7 +449,7 @@ def test_other_packet_types_over_max_packet_bytes_are_refused(packet_type: int) 
     first = (packet_type << 4) | (0x02 if packet_type in (c.SUBSCRIBE, c.UNSUBSCRIBE) else 0)
     decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=HARD)
     with pytest.raises(MalformedPacket, match="exceeds the limit of 1024"):
-        decoder.feed(bytes((first,)) + c._varint(SMALL + 1))
+        decoder.feed(bytes((first,)) + c.encode_varint(SMALL + 1))
 
 
 GARBAGE_OVERSIZE_HEADERS = {
@@ -484,7 +485,7 @@ def test_without_a_hard_limit_every_packet_over_the_limit_is_refused() -> None:
     for hard in (None, SMALL, SMALL - 1):
         decoder = c.PacketDecoder(max_packet_bytes=SMALL, hard_limit_bytes=hard)
         with pytest.raises(MalformedPacket, match="exceeds"):
-            decoder.feed(b"\x30" + c._varint(SMALL + 1))
+            decoder.feed(b"\x30" + c.encode_varint(SMALL + 1))
 
 
 @given(st.binary(max_size=3000), st.integers(1, 500))

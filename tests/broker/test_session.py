@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from mqim import mqtt as c
 from mqim.acl import Identity
 from mqim.broker import BrokerSettings
-from mqim.broker import _codec as c
 from mqim.broker._session import Session
 
 

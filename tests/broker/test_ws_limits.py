@@ -9,8 +9,8 @@ from typing import Self
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
+from mqim import mqtt as c
 from mqim.broker import BrokerSettings, Listener
-from mqim.broker import _codec as c
 from mqim.broker._ws import ws_limits
 from tests.broker.conftest import ServerFactory
 from tests.support.mqtt import Raw

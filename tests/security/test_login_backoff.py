@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from mqim.broker import AuthOptions, StorageAuthenticator
-from mqim.broker._auth import AuthenticationBusy, ConnectRequest, PasswordCheckStats
+from mqim.broker import AuthenticationBusy, AuthOptions, StorageAuthenticator
+from mqim.broker._auth import ConnectRequest, PasswordCheckStats
 from mqim.broker._backoff import BackoffPolicy
 from mqim.cli._embedded import EmbeddedServer
 from mqim.storage import SqliteStorage

@@ -48,6 +48,10 @@ def test_bridge_accounts(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_mappings_and_command_routes(runner: CliRunner, tmp_path: Path) -> None:
+    # Mappings name real accounts and groups (`bridge map add` refuses unknown ones).
+    for user in ("plant7", "p", "u"):
+        assert _run(runner, tmp_path, "user", "add", user, "-p", "pw-123456")[0] == 0
+    assert _run(runner, tmp_path, "group", "create", "ops", "--owner", "plant7")[0] == 0
     code, out = _run(
         runner, tmp_path, "bridge", "map", "add", "alarms", "--source", "bridge/plant7/alarms/+",
         "--sender", "plant7", "--group", "ops",

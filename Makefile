@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ./mqim-data
 PORT ?= 1883
+WS_PORT ?= 8083
+# The built web client (`make web`); `make run` builds it when missing or older than its sources.
+WEB_BUILT := mqim/web/static/index.html
+WEB_SRC := $(wildcard web/src/*) web/build.mjs web/package.json web/package-lock.json
 
-.PHONY: run test check lint typecheck services bench clean
+.PHONY: run test check lint typecheck services web bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -16,7 +20,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/mqim serve --port $(PORT) --data-dir $(DATA)
+	@$(MAKE) --no-print-directory $(WEB_BUILT) || echo "web client not built (needs npm): the page will say so"
+	MQIM_SERVER__WS_PORT=$(WS_PORT) $(BIN)/mqim serve --port $(PORT) --data-dir $(DATA)
+
+# Chromium and web/node_modules when missing, then the client's build into mqim/web/static.
+web:
+	./scripts/install-web
+	cd web && npm run --silent build
+
+$(WEB_BUILT): $(WEB_SRC)
+	MQIM_SKIP_CHROMIUM=1 ./scripts/install-web
+	cd web && npm run --silent build
 
 services:
 	./scripts/install-services
@@ -28,7 +42,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check test: $(STAMP) services lint typecheck
+check test: $(STAMP) services web lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP) services

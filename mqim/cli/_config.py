@@ -101,6 +101,29 @@ class ServerConfig(_Section):
         return self
 
 
+class WebConfig(_Section):
+    """The web chat client's HTTP listener (`mqim serve` only; it needs `server.ws_port`)."""
+
+    enabled: bool = True
+    """Serve the web client; it starts only when the WebSocket listener is on."""
+    host: str = "127.0.0.1"
+    """Address the HTTP listener binds to (loopback by default)."""
+    port: Port = 8080
+    """Port of the HTTP listener."""
+    ws_url: str | None = None
+    """WebSocket URL the page connects to (behind a proxy); None derives it from the address the
+    browser used and `server.ws_port`."""
+    root: Path | None = None
+    """Directory of the built client; None means the one `make web` builds."""
+
+    @field_validator("ws_url")
+    @classmethod
+    def _ws_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("ws://", "wss://")):
+            raise ValueError("must start with ws:// or wss://")
+        return value
+
+
 class LimitsConfig(_Section):
     """Named limits on everything a client can make grow."""
 
@@ -291,6 +314,7 @@ class MqimConfig(_Section):
     logic: LogicConfig = LogicConfig()
     auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
+    web: WebConfig = WebConfig()
     cluster: ClusterConfig = ClusterConfig()
 
     @property

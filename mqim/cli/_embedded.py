@@ -32,6 +32,7 @@ from mqim.logic import (
     load_membership,
 )
 from mqim.storage import SqliteSessionStore, SqliteStorage
+from mqim.web import WebOptions, WebServer
 
 log = logging.getLogger("mqim.server")
 
@@ -49,6 +50,8 @@ class EmbeddedServer:
         rules: Extra ACL rules, evaluated before the rules stored with `mqim acl` and the
             built-in v1 rules.
         auth: Authentication methods and their options (token keys in the data directory).
+        web: Serve the web chat client over HTTP; it starts only beside a WebSocket listener,
+            which the page connects to.
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class EmbeddedServer:
         allow_anonymous: bool = False,
         rules: Sequence[Rule] = (),
         auth: AuthOptions | None = None,
+        web: WebOptions | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.listeners = list(listeners) if listeners else [Listener(name="default")]
@@ -80,6 +84,8 @@ class EmbeddedServer:
         self.presence: PresenceTracker | None = None
         self.receipts: DeliveryReceipts | None = None
         self.follower: MembershipFollower | None = None
+        self.web_options = web
+        self.web: WebServer | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -123,6 +129,14 @@ class EmbeddedServer:
                     metrics=broker.hub.counters.extra,
                 )
             )
+            # Last in, first out: the page stops being served before anything else stops.
+            ws = next((spec for spec in self.listeners if spec.kind == "ws"), None)
+            if self.web_options is not None and ws is not None:
+                self.web = await stack.enter_async_context(
+                    WebServer(options=self.web_options, ws_port=broker.port(ws.name))
+                )
+            elif self.web_options is not None:
+                log.warning("web client not served: it needs a WebSocket listener (server.ws_port)")
         except BaseException:
             await stack.aclose()
             raise

@@ -11,6 +11,7 @@ from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._config import MqimConfig
 from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicLimits
+from mqim.web import WebOptions
 
 log = logging.getLogger("mqim.server")
 
@@ -84,6 +85,14 @@ def listeners(config: MqimConfig) -> list[Listener]:
     return result
 
 
+def web_options(config: MqimConfig) -> WebOptions | None:
+    """The web client's HTTP listener, or None when `[web] enabled = false`."""
+    web = config.web
+    if not web.enabled:
+        return None
+    return WebOptions(host=web.host, port=web.port, root=web.root, ws_url=web.ws_url)
+
+
 def build_server(config: MqimConfig) -> EmbeddedServer:
     """The embedded server described by `config`."""
     return EmbeddedServer(
@@ -97,6 +106,7 @@ def build_server(config: MqimConfig) -> EmbeddedServer:
         embedded_logic=config.logic.embedded,
         allow_anonymous=config.auth.allow_anonymous,
         auth=auth_options(config),
+        web=web_options(config),
     )
 
 
@@ -112,6 +122,8 @@ async def _serve(config: MqimConfig) -> None:
                 f"mqim listening on {spec.kind}://{spec.host}:{server.port(spec.name)} ({spec.name})",
                 flush=True,
             )
+        if server.web is not None:
+            print(f"mqim web client on {server.web.url}", flush=True)
         print(
             f"data in {config.server.data_dir}; logic {'embedded' if config.logic.embedded else 'external'}",
             flush=True,

@@ -5,6 +5,14 @@ imports the other. Use as a namespace: `from mqim import mqtt` then `mqtt.PUBLIS
 `mqtt.decode_publish(...)`.
 """
 
+from mqim.mqtt._client_packets import (
+    DISCONNECT_BYTES,
+    PINGREQ_BYTES,
+    decode_connack,
+    decode_suback,
+    encode_connect,
+    encode_subscribe,
+)
 from mqim.mqtt._decoder import (
     OVERSIZE_HEAD_BYTES,
     Frame,
@@ -63,8 +71,10 @@ __all__ = [
     "CONNACK",
     "CONNECT",
     "DISCONNECT",
+    "DISCONNECT_BYTES",
     "OVERSIZE_HEAD_BYTES",
     "PINGREQ",
+    "PINGREQ_BYTES",
     "PINGRESP",
     "PINGRESP_BYTES",
     "PUBACK",
@@ -92,15 +102,19 @@ __all__ = [
     "Publish",
     "UnsupportedProtocol",
     "decode_ack",
+    "decode_connack",
     "decode_connect",
     "decode_publish",
+    "decode_suback",
     "decode_subscribe",
     "decode_unsubscribe",
     "encode_ack",
     "encode_connack",
+    "encode_connect",
     "encode_publish",
     "encode_str",
     "encode_suback",
+    "encode_subscribe",
     "encode_unsuback",
     "encode_varint",
 ]

@@ -125,11 +125,29 @@ async def test_start_fails_when_the_broker_is_unreachable() -> None:
     bus = MqttBus(host="127.0.0.1", port=free_port(), username=None, password=None)
     with pytest.raises(BusUnavailable, match="cannot connect") as info:
         await bus.start()
-    assert isinstance(info.value.__cause__, aiomqtt.MqttError)
+    assert isinstance(info.value.__cause__, OSError)
     with pytest.raises(BusClosed):
         await bus.receive_batch(1)
     with pytest.raises(BusClosed):
         await bus.publish("im/v1/u/a/msg", b"x")
+
+
+async def test_a_request_is_acknowledged_only_when_settled(mosquitto: Mosquitto) -> None:
+    worker = f"logic-{uuid.uuid4().hex[:8]}"
+    async with make_bus(mosquitto, client_id=worker) as bus:
+        async with client(mosquitto) as user:
+            await user.publish("im/v1/up/alice/msg", b"first", qos=1)
+            await user.publish("im/v1/up/alice/msg", b"second", qos=1)
+        async with asyncio.timeout(10):
+            batch: list[Inbound] = []
+            while len(batch) < 2:
+                batch += await bus.receive_batch(10)
+        bus.settle(batch[:1])  # "second" is never settled (the worker died before its commit)
+        await eventually(lambda: bus.acked == 1)
+    # The broker kept the unsettled one for this worker's session and sends it again.
+    async with make_bus(mosquitto, client_id=worker) as again, asyncio.timeout(10):
+        redelivered = await again.receive_batch(10)
+    assert [m.payload for m in redelivered] == [b"second"]
 
 
 async def test_reconnects_and_resubscribes_after_the_broker_restarts(mosquitto: Mosquitto) -> None:

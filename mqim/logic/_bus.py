@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
+from mqim.logic._exceptions import BusClosed, BusError
+
 
 class Receipt(Protocol):
     """The broker's hold on one uplink: its sender's PUBACK waits until it is settled.
@@ -114,6 +116,26 @@ class Bus(abc.ABC):
             receipt = item.receipt
             if receipt is not None:
                 receipt.fail()
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, int]]) -> list[BusError | None]:
+        """Publish `(topic, payload, qos)` messages in order; one outcome per message.
+
+        A bus that pipelines overrides this to put them all on the wire before waiting once.
+
+        Raises:
+            BusClosed: If the bus is not started or is stopping.
+        """
+        outcomes: list[BusError | None] = []
+        for topic, payload, qos in messages:
+            try:
+                await self.publish(topic, payload, qos=qos)
+            except BusClosed:
+                raise
+            except BusError as exc:
+                outcomes.append(exc)
+            else:
+                outcomes.append(None)
+        return outcomes
 
     @abc.abstractmethod
     async def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:

@@ -12,11 +12,11 @@ import contextlib
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mqim import mqtt
 from mqim.logic._bus import Bus, Inbound
-from mqim.logic._exceptions import BusClosed, BusUnavailable
+from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable
 from mqim.logic._mqtt_link import LinkClosed, MqttLink
 from mqim.protocol import UP_FILTER
 
@@ -221,6 +221,63 @@ class MqttBus(Bus):
                         self._idle.set()
         except TimeoutError as exc:
             raise BusUnavailable(f"no confirmation within {self._publish_timeout}s for {topic!r}") from exc
+
+    async def publish_many(self, messages: Sequence[tuple[str, bytes, int]]) -> list[BusError | None]:
+        """Write every message in order, then wait once for all their PUBACKs.
+
+        Raises:
+            BusClosed: If the bus is not started or is stopping.
+        """
+        if self._owner is None or self._closing:
+            raise BusClosed("the MQTT bus is not started")
+        futures: list[asyncio.Future[None] | None] = []
+        outcomes: list[BusError | None] = [None] * len(messages)
+        try:
+            async with asyncio.timeout(self._publish_timeout):
+                await self._connected.wait()
+                link = self._link
+                assert link is not None
+                if not link.writable.is_set():
+                    await link.writable.wait()  # the socket buffer is full: back-pressure
+                loop = asyncio.get_running_loop()
+                for topic, payload, qos in messages:
+                    if qos == 0:
+                        link.write(mqtt.encode_publish(topic=mqtt.encode_str(topic), payload=payload, qos=0))
+                        futures.append(None)
+                        continue
+                    pid = self._alloc_pid()
+                    packet = mqtt.encode_publish(
+                        topic=mqtt.encode_str(topic), payload=payload, qos=1, packet_id=pid
+                    )
+                    future: asyncio.Future[None] = loop.create_future()
+                    self._unacked[pid] = (packet, future)
+                    link.acks[pid] = future
+                    link.write(packet)
+                    futures.append(future)
+                self._idle.clear()
+                pending = [f for f in futures if f is not None]
+                if pending:
+                    await asyncio.wait(pending)
+        except TimeoutError:
+            pass
+        finally:
+            for index, waited in enumerate(futures):
+                if waited is None:
+                    continue
+                if not waited.done():
+                    waited.cancel()
+                    outcomes[index] = BusUnavailable(f"no confirmation within {self._publish_timeout}s")
+                elif waited.cancelled():
+                    outcomes[index] = BusUnavailable("publish cancelled")
+                elif (error := waited.exception()) is not None:
+                    outcomes[index] = error if isinstance(error, BusError) else BusUnavailable(str(error))
+            self._unacked = {pid: entry for pid, entry in self._unacked.items() if not entry[1].done()}
+            if not self._unacked:
+                self._idle.set()
+        if len(futures) < len(messages):  # no connection in time: nothing was written
+            for index in range(len(futures), len(messages)):
+                outcomes[index] = BusUnavailable(f"no broker connection within {self._publish_timeout}s")
+        return outcomes
 
     # -- connection ----------------------------------------------------------------------------
     def _alloc_pid(self) -> int:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 
 from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._config import MqimConfig
 from mqim.cli._embedded import EmbeddedServer
+from mqim.cli._logging import configure_logging
 from mqim.logic import LogicLimits
 from mqim.web import WebOptions
 
@@ -134,9 +134,5 @@ async def _serve(config: MqimConfig) -> None:
 
 def serve_command(config: MqimConfig) -> None:
     """Run the server until interrupted; exit code 0 on a clean stop."""
-    logging.basicConfig(
-        level=getattr(logging, config.log.level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(config.log)
     asyncio.run(_serve(config))

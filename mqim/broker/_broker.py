@@ -33,7 +33,7 @@ from mqim.broker._hub import ConsumerCallback, Hub
 from mqim.broker._limits import KeyedBuckets, ViolationWindow, address_key
 from mqim.broker._logsummary import SummaryLog
 from mqim.broker._notices import bridge_notice_name
-from mqim.broker._policy import PolicySource, denied_subscriptions, with_roles
+from mqim.broker._policy import PolicySource, with_roles
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._ws import serve_websocket, ws_limits
@@ -211,6 +211,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
                     raise
         self._background = []
         await self.hub.committer.commit()
+        self.hub.close()
         if self.session_store is not None:
             await self.session_store.close()
         if self.transitions.state == "started":
@@ -495,23 +496,29 @@ class MqimBroker(Broker):  # type: ignore[misc]
                     conn.identity = updated
 
     async def _recheck_subscriptions(self) -> None:
-        # Connected sessions only: their identities come from a live authentication. A session
-        # that is away is checked when it comes back (`_SubscriptionGuard`).
-        sessions = [s for s in self.hub.sessions.values() if s.conn is not None]
+        # Every session's receive scopes follow the new rules and roles at once (a persistent
+        # session that is away keeps queueing only what it may receive). Subscriptions whose
+        # scope is now empty are removed from connected sessions; one that is away keeps them
+        # (delivering nothing) until it comes back (`_SubscriptionGuard`), as its identity then
+        # comes from a live authentication.
+        sessions = list(self.hub.sessions.values())
         for index, session in enumerate(sessions):
             if index and index % 1000 == 0:
                 await asyncio.sleep(0)  # thousands of sessions: let the loop breathe
-            if self.hub.sessions.get(session.client_id) is session:
+            if self.hub.sessions.get(session.client_id) is not session:
+                continue
+            if session.conn is not None:
                 self.revoke_denied_subscriptions(session)
+            else:
+                self.hub.refresh_scopes(session, drop_empty=False)
 
     def revoke_denied_subscriptions(self, session: Session) -> int:
-        """Remove the subscriptions of `session` its identity may no longer make; return how many."""
-        identity = session.identity
-        if identity is None or not session.subscriptions:
-            return 0
-        denied = denied_subscriptions(self.hub.acl, identity, session.subscriptions)
+        """Recompile `session`'s receive scopes; remove the subscriptions that may deliver nothing.
+
+        Returns how many were removed.
+        """
+        denied = self.hub.refresh_scopes(session, drop_empty=True)
         for topic_filter in denied:
-            self.hub.unsubscribe(session, topic_filter)
             log.info("subscription %r of %s removed: no longer allowed", topic_filter, session.client_id)
         if denied:
             self._count("subscriptions_revoked", len(denied))
@@ -606,6 +613,9 @@ class MqimBroker(Broker):  # type: ignore[misc]
             if session is not None and session.is_bridge:
                 self._record_bridge_state(notice, payload, session.client_id)
             return
+        if topic == "$SYS" or topic.startswith("$SYS/"):
+            self._count("sys_publish_dropped")  # the server's own topics: never from a client
+            return
         if retain:
             self.hub.retain(topic, payload, qos)
         if self.hub.route(topic, payload, qos, origin=session, retain=retain) or retain:
@@ -670,6 +680,18 @@ class MqimBroker(Broker):  # type: ignore[misc]
             self._record_bridge_state(name, pub.payload, session.client_id)
             return True
         return False
+
+    def dropped_sys_publish(self, conn: MqttConnection, topic: str) -> None:
+        """Count a client PUBLISH to `$SYS/...` (acknowledged and dropped; logged 1st, 2nd, 4th...)."""
+        self._count("sys_publish_dropped")
+        count = self.hub.counters.extra["sys_publish_dropped"]
+        if count & (count - 1) == 0:
+            log.info(
+                "client PUBLISH to %r from %s dropped (%d so far): $SYS is the server's",
+                topic[:200],
+                conn.peer,
+                count,
+            )
 
     def _record_bridge_state(self, name: str, payload: bytes, client_id: str) -> None:
         if name not in self.bridge_status and len(self.bridge_status) >= MAX_BRIDGE_STATUS:

@@ -23,8 +23,8 @@ from mqim.broker._exceptions import AuthenticationBusy, MalformedPacket, Protoco
 from mqim.broker._holds import Hold
 from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._notices import bridge_notice_name
+from mqim.broker._scopes import wide_count
 from mqim.broker._session import Session
-from mqim.broker._shared import acl_filter
 from mqim.protocol import PREFIX, ErrorCode
 
 if TYPE_CHECKING:
@@ -396,6 +396,8 @@ class MqttConnection(asyncio.Protocol):
         elif packet_type == c.UNSUBSCRIBE:
             pid, filters = c.decode_unsubscribe(flags, body)
             for topic_filter in filters:
+                _check_filter(topic_filter, "UNSUBSCRIBE")
+            for topic_filter in filters:
                 self.hub.unsubscribe(session, topic_filter)
             self.write(c.encode_unsuback(pid))
         elif packet_type == c.PINGREQ:
@@ -414,11 +416,17 @@ class MqttConnection(asyncio.Protocol):
 
     def _on_publish(self, session: Session, pub: c.Publish) -> None:
         topic = pub.topic
+        if pub.dup and not pub.qos:
+            raise ProtocolViolation("QoS 0 PUBLISH with DUP=1 (MQTT-3.3.1-2)")
         if not _valid_publish_topic(topic):
-            if self.broker.accept_special_publish(self, pub):
-                self._ack_publish(pub, durable=False)
-                return
-            raise ProtocolViolation(f"invalid PUBLISH topic {topic!r} (MQTT-3.3.2-2, 4.7.2-1)")
+            raise ProtocolViolation(f"invalid PUBLISH topic {topic!r} (MQTT-3.3.2-2, 4.7.1-1, 4.7.3-1)")
+        if is_sys_topic(topic):
+            # The server's own topics: a Mosquitto bridge's connection notice is recorded; any
+            # other client PUBLISH there is acknowledged, dropped and counted, never routed.
+            if not self.broker.accept_special_publish(self, pub):
+                self.broker.dropped_sys_publish(self, topic)
+            self._ack_publish(pub, durable=False)
+            return
         identity = self.identity
         assert identity is not None
         verdict = self.broker.admit_publish(self, pub)
@@ -550,10 +558,9 @@ class MqttConnection(asyncio.Protocol):
         # subscriptions (a user may be in up to max_groups_per_user groups) do not count.
         managed = hub.managed_filters(identity)
         own = sum(1 for f in session.subscriptions if f not in managed)
+        for topic_filter, _ in topics:
+            _check_filter(topic_filter, "SUBSCRIBE")  # before anything of this SUBSCRIBE applies
         for topic_filter, qos in topics:
-            if not is_valid_filter(topic_filter):
-                codes.append(c.SUBACK_FAILURE)
-                continue
             if topic_filter not in session.subscriptions and own >= settings.max_subscriptions_per_session:
                 log.info(
                     "%s: subscription limit %d reached",
@@ -562,15 +569,23 @@ class MqttConnection(asyncio.Protocol):
                 )
                 codes.append(c.SUBACK_FAILURE)
                 continue
-            # A shared subscription is judged by its inner filter (`$share/{group}/{filter}`).
-            if not hub.acl.allowed(identity, Action.SUBSCRIBE, acl_filter(topic_filter)):
+            # The filter intersected with what the identity may receive (DESIGN.md section 8); a
+            # shared subscription is judged by its inner filter (`$share/{group}/{filter}`).
+            scope = hub.scope_compiler.compile(identity, topic_filter)
+            if scope.empty:
+                hub.counters.acl_denied_subscribe += 1
+                codes.append(c.SUBACK_FAILURE)
+                continue
+            wide_limit = settings.max_wide_subscriptions_per_session
+            if scope.wide and wide_count(session, besides=topic_filter) >= wide_limit:
+                log.info("%s: wide subscription limit %d reached", session.client_id, wide_limit)
                 hub.counters.acl_denied_subscribe += 1
                 codes.append(c.SUBACK_FAILURE)
                 continue
             qos = min(qos, settings.max_qos)
             if topic_filter not in session.subscriptions and topic_filter not in managed:
                 own += 1
-            hub.subscribe(session, topic_filter, qos)
+            hub.subscribe(session, topic_filter, qos, scope=scope)
             codes.append(qos)
             granted.append((topic_filter, qos))
         self.write(c.encode_suback(pid, codes))
@@ -588,6 +603,22 @@ class MqttConnection(asyncio.Protocol):
 
 
 def _valid_publish_topic(topic: str) -> bool:
-    # MQTT-3.3.2-2: no wildcards; MQTT-4.7.3-1: not empty; MQTT-4.7.2-1: "$" topics are the
-    # server's, clients may not publish there.
-    return bool(topic) and "+" not in topic and "#" not in topic and not topic.startswith("$")
+    # MQTT-3.3.2-2 / 4.7.1-1: no wildcards; MQTT-4.7.3-1: not empty. A `$` topic is a valid name:
+    # it is ACL-checked like any other and only filters naming its first level match it.
+    return bool(topic) and "+" not in topic and "#" not in topic
+
+
+def is_sys_topic(topic: str) -> bool:
+    """Whether `topic` is one of the server's own `$SYS` topics, which clients cannot publish to."""
+    return topic == "$SYS" or topic.startswith("$SYS/")
+
+
+def _check_filter(topic_filter: str, packet: str) -> None:
+    """A SUBSCRIBE or UNSUBSCRIBE filter that is not a valid filter is a protocol violation.
+
+    MQTT-4.7.3-1 (at least one character), MQTT-4.7.1-2 (`#` alone, last), MQTT-4.7.1-3 (`+`
+    a whole level), MQTT-4.8.0-1: the connection closes; no SUBACK 0x80 / UNSUBACK for it.
+    """
+    if not is_valid_filter(topic_filter):
+        rule = "MQTT-4.7.3-1" if topic_filter == "" else "MQTT-4.7.1-2, 4.7.1-3"
+        raise ProtocolViolation(f"invalid {packet} filter {topic_filter!r} ({rule}, 4.8.0-1)")

@@ -18,10 +18,20 @@ from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from mqim.acl import AclEngine, Action, Identity, IdentityKind, filter_is_subset, topic_matches
+from mqim.acl import AclEngine, Identity, IdentityKind, ReceiveScope, filter_is_subset, topic_matches
 from mqim.broker._holds import Hold
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
+from mqim.broker._scopes import (
+    ScopeCompiler,
+    any_allows,
+    delivery_qos,
+    drop_scope,
+    filter_allows,
+    recompile,
+    set_scope,
+    users_sessions,
+)
 from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
@@ -107,6 +117,11 @@ class Hub:
         # Plain filters plus `$share/{group}/{filter}` (one member per group, see _shared.py).
         self.index = SharedIndex()
         self.index.connected = self._is_connected
+        self.index.admits = self._share_admits
+        # Receive scopes (DESIGN.md section 8): compiled with the engine's rules and membership;
+        # a membership change recompiles the dynamic scopes of the users it names.
+        self.scope_compiler = ScopeCompiler(acl=acl)
+        self._unwatch = self.scope_compiler.watch(self._membership_changed)
         self.retained = RetainedIndex()
         self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
         self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
@@ -161,6 +176,10 @@ class Hub:
             session.disconnected_at = float(stored.disconnected_ts) if stored.disconnected_ts else now
             for topic_filter, qos in stored.subscriptions.items():
                 session.subscriptions[topic_filter] = qos
+                if identity is not None:
+                    # Without the roles yet (they come with the policy, then with the client's
+                    # login): recompiled then; an empty scope meanwhile delivers nothing.
+                    set_scope(session, topic_filter, self.scope_compiler.compile(identity, topic_filter))
                 self.index.add(stored.client_id, topic_filter, qos)
             self.sessions[stored.client_id] = session
         for record in retained:
@@ -204,17 +223,22 @@ class Hub:
         if targets:
             topic_enc = self.encode_topic(topic)
             sessions = self.sessions
-            allowed = self.acl.allowed
+            levels: list[str] | None = None
             for client_id, sub_qos in targets.items():
                 session = sessions.get(client_id)
                 if session is None:
                     continue
                 if origin is not None and session is origin and session.is_bridge:
                     continue  # never echo a bridge's own messages back to it
-                identity = session.identity
-                if identity is not None and not allowed(identity, Action.RECEIVE, topic):
-                    self.counters.acl_denied_receive += 1
-                    continue
+                if session.wide:
+                    # Only sessions holding a scope narrower than its filter pay for a look at
+                    # their filters; exact scopes were decided at SUBSCRIBE (see _scopes.py).
+                    if levels is None:
+                        levels = topic.split("/")
+                    sub_qos = delivery_qos(session, levels, sub_qos)
+                    if sub_qos < 0:
+                        self.counters.acl_denied_receive += 1
+                        continue
                 # MQTT-3.3.5-1 / 3.8.4-6: delivery QoS is min(publish QoS, subscription QoS).
                 out_qos = qos if qos < sub_qos else sub_qos
                 evicted = session.deliver(
@@ -251,6 +275,11 @@ class Hub:
     def _is_connected(self, client_id: str) -> bool:
         session = self.sessions.get(client_id)
         return session is not None and session.conn is not None
+
+    def _share_admits(self, client_id: str, share_filter: str, topic: str) -> bool:
+        # A share group's message goes only to a member whose scope allows it.
+        session = self.sessions.get(client_id)
+        return session is not None and filter_allows(session, share_filter, topic)
 
     def _overflowed(self, session: Session, evicted: int) -> None:
         self.counters.evicted += evicted
@@ -297,15 +326,20 @@ class Hub:
 
     def send_retained(self, session: Session, topic_filter: str, granted_qos: int) -> None:
         """Send the retained messages matching a new subscription to that session only (MQTT-3.3.1-6)."""
-        identity = session.identity
         for topic in self.retained.match(topic_filter):
             payload, qos = self.retained[topic]
-            if identity is not None and not self.acl.allowed(identity, Action.RECEIVE, topic):
+            if not filter_allows(session, topic_filter, topic):
                 continue
             session.deliver(topic, self.encode_topic(topic), payload, min(qos, granted_qos), retain=True)
 
     # -- subscriptions -------------------------------------------------------------------------
-    def subscribe(self, session: Session, topic_filter: str, qos: int) -> None:
+    def subscribe(
+        self, session: Session, topic_filter: str, qos: int, *, scope: ReceiveScope | None = None
+    ) -> None:
+        """Add or replace a subscription; `scope` is its receive scope (compiled when not given)."""
+        identity = session.identity
+        if identity is not None:
+            set_scope(session, topic_filter, scope or self.scope_compiler.compile(identity, topic_filter))
         session.subscriptions[topic_filter] = qos
         self.index.add(session.client_id, topic_filter, qos)
         self._save(session)
@@ -313,6 +347,7 @@ class Hub:
     def unsubscribe(self, session: Session, topic_filter: str) -> bool:
         if session.subscriptions.pop(topic_filter, None) is None:
             return False
+        drop_scope(session, topic_filter)
         self.index.remove(session.client_id, topic_filter)
         self._save(session)
         return True
@@ -457,6 +492,50 @@ class Hub:
         log.info("session %r: %d queued messages of %r purged", session.client_id, len(doomed), topic_filter)
         return len(doomed)
 
+    # -- receive scopes ------------------------------------------------------------------------
+    def refresh_scopes(self, session: Session, *, drop_empty: bool, only_dynamic: bool = False) -> list[str]:
+        """Compile `session`'s scopes again after a rule, role or membership change.
+
+        With `drop_empty`, a subscription whose scope is now empty is removed (it could deliver
+        nothing). When a scope changed, queued messages no subscription may deliver any more
+        leave the queue (as in `revoke`). Returns the filters removed.
+        """
+        if session.identity is None or not session.subscriptions:
+            return []
+        empty, changed = recompile(self.scope_compiler, session, only_dynamic=only_dynamic)
+        removed: list[str] = []
+        if drop_empty:
+            for topic_filter in empty:
+                if self.unsubscribe(session, topic_filter):
+                    removed.append(topic_filter)
+        if changed:
+            self._purge_unscoped(session)
+        return removed
+
+    def _purge_unscoped(self, session: Session) -> None:
+        doomed = [m for m in session.pending if m.hold is None and not any_allows(session, m.topic)]
+        if session.conn is None:
+            for pid, msg in list(session.inflight.items()):
+                if not msg.released and msg.hold is None and not any_allows(session, msg.topic):
+                    del session.inflight[pid]
+                    doomed.append(msg)
+        if not doomed:
+            return
+        gone = {msg.qid for msg in doomed}
+        session.pending = deque(m for m in session.pending if m.qid not in gone)
+        for msg in doomed:
+            session._forget(msg)
+        self.committer.kick()
+        log.info("session %r: %d queued messages no longer allowed purged", session.client_id, len(doomed))
+
+    def _membership_changed(self, users: frozenset[str]) -> None:
+        for session in users_sessions(list(self.sessions.values()), users):
+            self.refresh_scopes(session, drop_empty=session.conn is not None, only_dynamic=True)
+
+    def close(self) -> None:
+        """Stop following the membership lookup (the broker stops)."""
+        self._unwatch()
+
     def connected(self, session: Session, conn: Writer) -> None:
         session.attach(conn)
         for observer in self.observers:
@@ -509,7 +588,12 @@ class Hub:
                 continue
             for client_id in self.index.share_groups().get(share_filter, ()):
                 other = self.sessions.get(client_id)
-                if other is not None and other is not session and other.conn is not None:
+                if (
+                    other is not None
+                    and other is not session
+                    and other.conn is not None
+                    and filter_allows(other, share_filter, topic)
+                ):
                     return other
         return None
 
@@ -520,6 +604,8 @@ class Hub:
         for topic_filter in session.subscriptions:
             self.index.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
+        session.scopes.clear()
+        session.wide = ()
         failed = session.fail_held()
         if failed:
             log.warning(

@@ -6,9 +6,9 @@ counter read and one change-log query), and the broker applies it:
 
 - ACL rules and roles (`acl_version` moved): the engine gets the new rules (`set_rules` clears
   its cache), every session's identity gets its user's current roles, and each connected
-  session's subscriptions are checked again: a filter no longer allowed is removed at once. The
-  RECEIVE check on every delivery already stops what a revoked right no longer covers; removing
-  the subscription also stops the retained messages and the queueing.
+  session's receive scopes are compiled again (`Hub.refresh_scopes`): a scope that shrank stops
+  delivering what the revoked right covered at once (live, retained, queued), and a connected
+  session's subscription whose scope is now empty is removed.
 - Accounts (the change log moved): a disabled or removed account's connections are closed, and
   the account is refused if an authentication that started before the change finishes after it.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
-from mqim.acl import Identity
+from mqim.acl import Identity, ReceiveScope
 from mqim.broker._exceptions import ProtocolViolation
 from mqim.broker._holds import Hold
 from mqim.mqtt import PUBREL, encode_ack, encode_publish, encode_str
@@ -95,9 +95,11 @@ class Session:
         "persistent",
         "queue",
         "queued_bytes",
+        "scopes",
         "settings",
         "store",
         "subscriptions",
+        "wide",
     )
 
     def __init__(
@@ -115,6 +117,10 @@ class Session:
         self.settings = settings
         self.store = store if persistent else None
         self.subscriptions: dict[str, int] = {}
+        # What each subscription may deliver (see _scopes.py); `wide` lists the filters whose
+        # scope is not the whole filter: only deliveries to such sessions look at scopes.
+        self.scopes: dict[str, ReceiveScope] = {}
+        self.wide: tuple[str, ...] = ()
         self.conn: Writer | None = None
         self.queue: dict[int, Outgoing] = {}
         # Shared empty placeholders until first use: an idle session then costs no deque (624 B)

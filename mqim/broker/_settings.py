@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mqim.acl import DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BrokerSettings:
@@ -33,6 +35,9 @@ class BrokerSettings:
         max_queue_bytes: Payload bytes kept per session queue.
         session_expiry_s: A disconnected persistent session is forgotten after this long.
         max_subscriptions_per_session: Topic filters one session may hold.
+        max_wide_subscriptions_per_session: Subscriptions one session may hold whose receive
+            scope is narrower than their filter (`#` for an ordinary user, say): each costs a
+            look at the scope on every delivery to that session; one more gets SUBACK 0x80.
         max_client_id_chars: Longest accepted client id (CONNACK 2 beyond it).
         connect_timeout_s: Time a new socket has to send its CONNECT.
         keepalive_factor: A client silent for keepalive x this factor is dropped (MQTT-3.1.2-24).
@@ -72,6 +77,7 @@ class BrokerSettings:
     max_queue_bytes: int = 16 * 1024 * 1024
     session_expiry_s: float = 7 * 24 * 3600
     max_subscriptions_per_session: int = 100
+    max_wide_subscriptions_per_session: int = DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION
     max_client_id_chars: int = 128
     connect_timeout_s: float = 10.0
     keepalive_factor: float = 1.5

@@ -70,12 +70,14 @@ class SharedIndex(SubscriptionIndex[str]):
 
     Attributes:
         connected: Whether a session currently has a connection (members with one are preferred).
+        admits: Whether a member may receive a topic through the share filter (its receive
+            scope, see _scopes.py): only such members are chosen; None admits everyone.
         share_router: In a cluster, chooses the node that serves a share group per message.
         on_filter: Called with (filter, present) when the first local session subscribes to a
             filter or the last one leaves it (shared filters are reported whole, `$share/...`).
     """
 
-    __slots__ = ("_groups", "_inner", "_refs", "connected", "on_filter", "share_router")
+    __slots__ = ("_groups", "_inner", "_refs", "admits", "connected", "on_filter", "share_router")
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +86,7 @@ class SharedIndex(SubscriptionIndex[str]):
         self._inner: SubscriptionIndex[str] = SubscriptionIndex()
         self._refs: dict[str, int] = {}
         self.connected: Callable[[str], bool] = lambda key: True
+        self.admits: Callable[[str, str, str], bool] | None = None
         self.share_router: ShareRouter | None = None
         self.on_filter: Callable[[str, bool], None] | None = None
 
@@ -144,7 +147,7 @@ class SharedIndex(SubscriptionIndex[str]):
             group = self._groups.get(share_filter)
             if group is None:
                 continue
-            member = self._pick(group)
+            member = self._pick(group, share_filter, topic)
             ready = member is not None and self.connected(member)
             if router is not None and not router.take_local(share_filter, ready):
                 continue
@@ -156,9 +159,12 @@ class SharedIndex(SubscriptionIndex[str]):
                 result[member] = qos
         return result
 
-    def _pick(self, group: _Group) -> str | None:
-        """Round-robin over the members, preferring one with a connection."""
+    def _pick(self, group: _Group, share_filter: str, topic: str) -> str | None:
+        """Round-robin over the members that may receive `topic`, preferring one with a connection."""
+        admits = self.admits
         members = list(group.members)
+        if admits is not None:
+            members = [key for key in members if admits(key, share_filter, topic)]
         if not members:
             return None
         count = len(members)

@@ -107,12 +107,15 @@ async def test_direct_subscribe_to_another_inbox_is_refused(users: Users) -> Non
     ],
 )
 async def test_wildcards_never_reach_another_inbox(users: Users, pattern: str) -> None:
+    # A wildcard is granted as its receive scope (alice's own topics) or refused when that is
+    # empty (a filter naming bob); either way bob's inbox never reaches her (issue 12).
     alice, bob = await users.add("alice"), await users.add("bob")
     alice_c = await users.connected(alice)
-    assert await alice_c.subscribe(pattern.format(bob=bob)) == DENIED
+    code = await alice_c.subscribe(pattern.format(bob=bob))
+    assert code == (DENIED if "{bob}" in pattern else 1), code
     svc = await service_client(users)
     await svc.publish(f"im/v1/u/{bob}/msg", {"v": 1, "text": "secret"})
-    await alice_c.nothing(0.3)
+    await none_containing(alice_c, b"secret")  # her own retained presence may arrive
 
 
 async def test_retained_message_in_another_inbox_is_not_leaked(users: Users) -> None:
@@ -120,14 +123,67 @@ async def test_retained_message_in_another_inbox_is_not_leaked(users: Users) -> 
     svc = await service_client(users)
     await svc.publish(f"im/v1/u/{bob}/event", {"v": 1, "type": "secret"}, retain=True)
     alice_c = await users.connected(alice)
-    for pattern in ("#", "im/#", f"im/v1/u/{bob}/#", f"im/v1/u/{bob}/event", "im/v1/u/+/event"):
+    for pattern in (f"im/v1/u/{bob}/#", f"im/v1/u/{bob}/event"):
         assert await alice_c.subscribe(pattern) == DENIED
-    await alice_c.nothing(0.3)
+    for pattern in ("#", "im/#", "im/v1/u/+/event", "+/#", "$share/x/#"):
+        assert await alice_c.subscribe(pattern) == 1  # her own topics only
+    await none_containing(alice_c, b"secret")
     bob_c = await users.connected(bob)
     await bob_c.subscribe(f"im/v1/u/{bob}/event")
     got = await bob_c.receive_on("/event")
     assert got.retain
     assert got.json()["type"] == "secret"
+
+
+WIDE = ["#", "+/#", "im/+/#", "+/v1/u/+/msg", "$share/x/#"]
+"""The wide filters of issue 12: granted to an ordinary user as exactly what it may receive."""
+
+
+@pytest.mark.parametrize("pattern", WIDE)
+async def test_wide_wildcards_of_an_ordinary_user_never_deliver_anything_foreign(
+    server: EmbeddedServer, users: Users, pattern: str
+) -> None:
+    alice, bob, pub = await users.add("alice"), await users.add("bob"), await users.add("pub")
+    storage = server.storage
+    await storage.create_role("ops")
+    await storage.assign_role(alice, "ops")
+    await add_rules(server, "allow role:ops subscribe,receive ops/#", f"allow user:{pub} publish ops/#")
+    svc = await service_client(users)
+    pub_c = await users.connected(pub)
+    await svc.publish(f"im/v1/u/{bob}/event", {"v": 1, "type": "foreign-retained"}, retain=True)
+    alice_c = users.client(alice, client_id=f"{alice}-wide", clean_session=False)
+    await alice_c.connect()
+    assert await alice_c.subscribe(pattern) == 1
+    await none_containing(alice_c, b"foreign")  # retained: bob's event stays his
+    # Live: bob's inbox never; alice's own inbox and (through `#`-like filters) ops/ do.
+    await svc.publish(f"im/v1/u/{bob}/msg", {"v": 1, "text": "foreign-live"})
+    await svc.publish(f"im/v1/u/{alice}/msg", {"v": 1, "text": "own"})
+    assert (await alice_c.receive_on("/msg")).json()["text"] == "own"
+    await pub_c.publish("ops/alerts", b"ops-with-role")
+    if pattern in ("#", "+/#", "$share/x/#"):
+        assert (await alice_c.receive_on("ops/alerts")).payload == b"ops-with-role"
+    await none_containing(alice_c, b"foreign")
+    # Queued: while alice is away her persistent session keeps only what she may receive.
+    alice_c.close()
+    await eventually(lambda: _away(server, f"{alice}-wide"), what="alice away")
+    await svc.publish(f"im/v1/u/{bob}/msg", {"v": 1, "text": "foreign-queued"}, qos=1)
+    await svc.publish(f"im/v1/u/{alice}/msg", {"v": 1, "text": "own-queued"}, qos=1)
+    alice_c = users.client(alice, client_id=f"{alice}-wide", clean_session=False)
+    await alice_c.connect()
+    assert (await alice_c.receive_on("/msg")).json()["text"] == "own-queued"
+    await none_containing(alice_c, b"foreign")
+    # After a role change the scope shrinks at once: ops/ no longer arrives.
+    await storage.unassign_role(alice, "ops")
+    await server.reload_policy()
+    await pub_c.publish("ops/alerts", b"foreign-after-role-change")
+    await svc.publish(f"im/v1/u/{bob}/msg", {"v": 1, "text": "foreign-after"})
+    await none_containing(alice_c, b"foreign")
+
+
+def _away(server: EmbeddedServer, client_id: str) -> bool:
+    assert server.broker is not None
+    session = server.broker.hub.sessions.get(client_id)
+    return session is not None and session.conn is None
 
 
 async def test_retained_messages_follow_receive_rules_inside_an_allowed_filter(
@@ -365,12 +421,15 @@ async def test_evil_client_ids_never_widen_a_percent_c_rule(
     bob_c = await users.connected(bob, client_id="bobdev")
     assert await bob_c.subscribe("cid/bobdev/#") == 1  # the rule works for a sane client id
     evil = await users.connected(alice, client_id=client_id)
-    for pattern in ("cid/+/#", "cid/#", "#", "cid/bobdev/#", f"cid/{client_id}/#", f"cid/{client_id}"):
+    for pattern in ("cid/+/#", "cid/#", "cid/bobdev/#", f"cid/{client_id}/#", f"cid/{client_id}"):
         if is_valid_filter(pattern):  # paho refuses to send invalid ones
             assert await evil.subscribe(pattern) == DENIED, pattern
+    assert await evil.subscribe("#") == 1  # granted as alice's own topics, nothing of cid/
     await evil.publish("cid/bobdev/cmd", b"inject")
     assert (await error_of(evil, alice))["code"] == "forbidden"
     await bob_c.nothing(0.3)
+    await bob_c.publish("cid/bobdev/status", b"bob-only")
+    await none_containing(evil, b"bob-only")
 
 
 @pytest.mark.parametrize("field", ["user", "client_id"])

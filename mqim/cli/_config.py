@@ -158,6 +158,9 @@ class LimitsConfig(_Section):
     """Seconds a disconnected persistent session is kept."""
     max_subscriptions_per_session: PositiveInt = 100
     """Subscriptions one session may hold (server-managed ones included)."""
+    max_wide_subscriptions_per_session: PositiveInt = 8
+    """Subscriptions one session may hold whose receive scope is narrower than their filter
+    (`#` for an ordinary user: everything it may receive); one more gets SUBACK 0x80."""
     publish_rate: PositiveFloat = 100.0
     """Sustained publishes per second per user, all its connections together (token bucket rate);
     beyond it a publish is dropped with a `rate_limited` error."""

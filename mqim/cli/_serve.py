@@ -31,6 +31,7 @@ def broker_settings(config: MqimConfig) -> BrokerSettings:
         max_queue_bytes=limits.max_queue_bytes,
         session_expiry_s=float(limits.session_expiry_s),
         max_subscriptions_per_session=limits.max_subscriptions_per_session,
+        max_wide_subscriptions_per_session=limits.max_wide_subscriptions_per_session,
         max_client_id_chars=limits.max_client_id_length,
         connect_timeout_s=limits.connect_timeout_s,
         max_retained=limits.max_retained_messages,

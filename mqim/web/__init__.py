@@ -1,16 +1,32 @@
-"""The web chat client's HTTP side: a small asyncio static server for the built page.
+"""mqim's HTTP side: one small asyncio HTTP server and the web chat client it serves.
 
-The page itself (`web/src`, built by `make web` into `mqim/web/static`) is a plain MQTT 3.1.1
-client of the v1 wire contract over mqim's WebSocket listener; this package only serves its
-files and `/config.json`, which names the WebSocket URL.
+`HttpServer` routes GET/HEAD requests to `HttpHandler`s (the web client's `WebSite`, the admin
+endpoints of `mqim.admin`). The page itself (`web/src`, built by `make web` into
+`mqim/web/static`) is a plain MQTT 3.1.1 client of the v1 wire contract over mqim's WebSocket
+listener; `WebSite` only serves its files and `/config.json`, which names the WebSocket URL.
 """
 
 from mqim.web._exceptions import WebError
-from mqim.web._server import DEFAULT_ROOT, WebOptions, WebServer
+from mqim.web._http import (
+    HttpHandler,
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    error_response,
+    text_response,
+)
+from mqim.web._server import DEFAULT_ROOT, WebOptions, WebServer, WebSite
 
 __all__ = [
     "DEFAULT_ROOT",
+    "HttpHandler",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpServer",
     "WebError",
     "WebOptions",
     "WebServer",
+    "WebSite",
+    "error_response",
+    "text_response",
 ]

@@ -4,4 +4,4 @@ from __future__ import annotations
 
 
 class WebError(Exception):
-    """The web client's HTTP listener cannot start (for example, its port is taken)."""
+    """An HTTP listener (web client, admin) cannot start (for example, its port is taken)."""

@@ -6,8 +6,10 @@ throughput, latency percentiles, loss, fan-out and memory per connection::
 
     report = run("all", targets=["mosquitto", "amqtt", "mqim"], progress=print)
     print(format_report(report))
+    print(compare_with(report, Path("docs/bench/2026-11-27-all.json")))  # the change per figure
 """
 
+from mqim.bench._compare import FigureChange, compare, compare_with, format_comparison, load_report
 from mqim.bench._exceptions import (
     BenchError,
     InvalidParameter,
@@ -40,6 +42,7 @@ __all__ = [
     "BenchError",
     "BenchParams",
     "BenchReport",
+    "FigureChange",
     "Histogram",
     "HistogramSnapshot",
     "InvalidParameter",
@@ -57,7 +60,11 @@ __all__ = [
     "UnknownTarget",
     "WorkerError",
     "WorkerTimeout",
+    "compare",
+    "compare_with",
+    "format_comparison",
     "format_report",
+    "load_report",
     "machine_info",
     "make_target",
     "run",

@@ -358,9 +358,13 @@ class MqimTarget(ProcessTarget):
         self._users: set[str] = set()
         self._groups: set[str] = set()
 
+    CONFIG_NAME = "bench.toml"
+    """The configuration `command` writes into the data dir (the group commands read it too)."""
+
     BENCH_CONFIG = """\
 # Written by `mqim bench`: the per-user abuse limits protect a real deployment from one noisy
-# account; the benchmark deliberately is that account, so they are raised here, nothing else.
+# account; the benchmark deliberately is that account, so they are raised here, and the group size
+# limit (see below), nothing else.
 [limits]
 max_connections = 60000
 publish_rate = 1000000.0
@@ -368,11 +372,14 @@ publish_burst = 1000000
 connect_rate_per_address = 1000000.0
 connect_burst_per_address = 1000000
 max_violations = 1000000
+# `group --group-size N` makes a group of N members plus its sender (the owner): the default
+# limit (10,000) would refuse N = 10,000, the size the Mosquitto comparison is made at.
+max_group_members = 1000000
 """
 
     def command(self, workdir: Path, port: int) -> list[str]:
         data_dir = self._data_dir(workdir)
-        config = data_dir / "bench.toml"
+        config = data_dir / self.CONFIG_NAME
         logic = "" if self.embedded_logic else "\n[logic]\nembedded = false\n"
         config.write_text(self.BENCH_CONFIG + logic)
         return [
@@ -399,9 +406,12 @@ max_violations = 1000000
     def group_setup_commands(
         self, group: str, *, owner: str, members: Sequence[str]
     ) -> list[list[str]] | None:
-        """The command lines that create `group` with `owner` and `members` (added in chunks)."""
+        """The command lines that create `group` with `owner` and `members` (added in chunks).
+
+        They read the bench configuration, whose group size limit counts the owner too.
+        """
         assert self.data_dir is not None
-        common = ["--data-dir", str(self.data_dir)]
+        common = ["--data-dir", str(self.data_dir), "--config", str(self.data_dir / self.CONFIG_NAME)]
         create = [sys.executable, "-m", "mqim.cli", "group", "create", group, "--owner", owner, *common]
         commands = [create]
         rest = [m for m in members if m != owner]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +20,8 @@ from mqim.bench import (
     run,
     scenario_names,
 )
+from mqim.bench._adapters import IM_GROUP, IM_SENDER, member_user
+from mqim.bench._procs import child_env
 from mqim.bench._targets import ExternalTarget, free_port, process_tree_rss
 
 
@@ -78,3 +84,38 @@ def test_memory_of_a_process_tree() -> None:
 
 def test_free_port_is_bindable() -> None:
     assert 0 < free_port() < 65536
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_group_of_ten_thousand_members_and_its_sender_can_be_made(tmp_path: Path) -> None:
+    # `mqim bench group --group-size 10000`: 10,000 members plus the sender (the owner) is one
+    # more than the server's default limit; the bench config raises it and the CLI reads it.
+    target = MqimTarget()
+    target.command(tmp_path, free_port())  # writes the bench config into the data dir
+    members = [member_user(i) for i in range(10_000)]
+
+    async def provision() -> None:
+        await target.ensure_users([IM_SENDER, *members])
+        await target.ensure_group(IM_GROUP, owner=IM_SENDER, members=members)
+
+    asyncio.run(provision())
+    assert target.data_dir is not None
+    info = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mqim.cli",
+            "group",
+            "info",
+            IM_GROUP,
+            "--json",
+            "--data-dir",
+            str(target.data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=child_env(),
+    )
+    assert len(json.loads(info.stdout)["members"]) == 10_001

@@ -17,6 +17,7 @@ from mqim.protocol import (
     group_topic,
     inbox_topic,
 )
+from mqim.protocol._models import ReplyEncoder
 from mqim.storage import MessageRecord
 
 OPS = frozenset({"edit", "recall", "delete"})
@@ -65,9 +66,42 @@ def delivered_model(record: MessageRecord, *, deleted: bool = False) -> Delivere
     return DeliveredMessage.model_validate(fields)
 
 
+_DELIVERED = ReplyEncoder(DeliveredMessage)
+_ACK = ReplyEncoder(Ack)
+
+
 def delivered_payload(record: MessageRecord) -> bytes:
-    """The `DeliveredMessage` JSON of a stored message, as recipients see it."""
-    return delivered_model(record).to_json()
+    """The `DeliveredMessage` JSON of a stored message, as recipients see it.
+
+    The bytes of `delivered_model(record).to_json()`, encoded without building the model (two
+    of them per message sent were a tenth of the logic service's time): the record comes from
+    storage, which only holds what a validated `SendRequest` put there.
+    """
+    body = record.body
+    if record.kind in OPS:
+        return _DELIVERED(
+            conv=record.conv,
+            seq=record.seq,
+            server_id=record.server_id,
+            id=record.client_id,
+            sender=record.sender,
+            ts=record.ts,
+            text=body.get("text"),
+            data=body.get("data"),
+            op=record.kind,
+            ref_seq=body.get("ref_seq"),
+            ref_conv=body.get("ref_conv"),
+        )
+    return _DELIVERED(
+        conv=record.conv,
+        seq=record.seq,
+        server_id=record.server_id,
+        id=record.client_id,
+        sender=record.sender,
+        ts=record.ts,
+        text=body.get("text"),
+        data=body.get("data"),
+    )
 
 
 def message_dict(record: MessageRecord, *, deleted: bool = False) -> dict[str, Any]:
@@ -76,10 +110,10 @@ def message_dict(record: MessageRecord, *, deleted: bool = False) -> dict[str, A
 
 
 def ack_payload(record: MessageRecord) -> bytes:
-    """The `Ack` JSON telling the sender where its message `id` was stored."""
-    return Ack(
+    """The `Ack` JSON telling the sender where its message `id` was stored (encoded like the model)."""
+    return _ACK(
         id=record.client_id, conv=record.conv, seq=record.seq, server_id=record.server_id, ts=record.ts
-    ).to_json()
+    )
 
 
 UNAVAILABLE_MESSAGE = (

@@ -13,6 +13,7 @@ from mqim.cli._bridge_cmd import bridge_app
 from mqim.cli._cluster_cmd import broker_command, cluster_app
 from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
 from mqim.cli._group_cmd import group_app
+from mqim.cli._hooks_cmd import hooks_app
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
 from mqim.cli._role_cmd import role_app
@@ -77,6 +78,7 @@ app.add_typer(token_app, name="token")
 app.add_typer(bridge_app, name="bridge")
 app.command("broker")(broker_command)
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(hooks_app, name="hooks")
 
 
 def main() -> None:

@@ -30,6 +30,7 @@ from pydantic import (
 )
 
 from mqim.cli._exceptions import ConfigError
+from mqim.hooks import HooksConfig
 from mqim.protocol import ID_PATTERN
 
 ENV_PREFIX = "MQIM_"
@@ -319,6 +320,7 @@ class MqimConfig(_Section):
     log: LogConfig = LogConfig()
     web: WebConfig = WebConfig()
     cluster: ClusterConfig = ClusterConfig()
+    hooks: HooksConfig = HooksConfig()
 
     @property
     def db_path(self) -> Path:

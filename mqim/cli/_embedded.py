@@ -24,6 +24,7 @@ from mqim.broker import (
     PresenceTracker,
 )
 from mqim.cli._compose import make_broker, start_embedded_logic
+from mqim.hooks import HooksConfig, HookService
 from mqim.logic import (
     STAMP_NAME,
     LogicLimits,
@@ -52,6 +53,7 @@ class EmbeddedServer:
         auth: Authentication methods and their options (token keys in the data directory).
         web: Serve the web chat client over HTTP; it starts only beside a WebSocket listener,
             which the page connects to.
+        hooks: Webhooks (`[hooks]`); None or no endpoint turns them off.
     """
 
     def __init__(
@@ -66,6 +68,7 @@ class EmbeddedServer:
         rules: Sequence[Rule] = (),
         auth: AuthOptions | None = None,
         web: WebOptions | None = None,
+        hooks: HooksConfig | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.listeners = list(listeners) if listeners else [Listener(name="default")]
@@ -86,6 +89,8 @@ class EmbeddedServer:
         self.follower: MembershipFollower | None = None
         self.web_options = web
         self.web: WebServer | None = None
+        self.hooks_config = hooks
+        self.hooks: HookService | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -106,6 +111,17 @@ class EmbeddedServer:
                 allow_anonymous=self.allow_anonymous,
             )
             await self._start_features(stack, self.broker)
+            if self.hooks_config is not None and self.hooks_config.endpoints and self.presence is not None:
+                # Before the logic starts: every message it stores is seen by the trigger.
+                self.hooks = await stack.enter_async_context(
+                    HookService(
+                        config=self.hooks_config,
+                        data_dir=self.data_dir,
+                        port=self.broker,
+                        online=self.presence,
+                        members=self.membership,
+                    )
+                )
             if self.embedded_logic:
                 tasks = await stack.enter_async_context(asyncio.TaskGroup())
                 self.logic = await start_embedded_logic(

@@ -108,6 +108,7 @@ def build_server(config: MqimConfig) -> EmbeddedServer:
         allow_anonymous=config.auth.allow_anonymous,
         auth=auth_options(config),
         web=web_options(config),
+        hooks=config.hooks,
     )
 
 

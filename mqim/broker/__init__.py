@@ -20,7 +20,7 @@ from mqim.broker._auth import (
 from mqim.broker._broker import Listener, MqimBroker
 from mqim.broker._cluster import ClusterLink
 from mqim.broker._cluster_keys import ClusterSettings
-from mqim.broker._cluster_status import NodeStatus, read_cluster_status
+from mqim.broker._cluster_status import NodeDeath, NodeStatus, read_cluster_status, read_node_deaths
 from mqim.broker._exceptions import (
     AuthenticationBusy,
     BrokerError,
@@ -38,6 +38,7 @@ from mqim.broker._receipts import DeliveryReceipts
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.broker._sys import SYS_ROOT, SysPublisher
 from mqim.broker._tokens import (
     Keyring,
     KeyringFile,
@@ -51,10 +52,13 @@ from mqim.broker._tokens import (
     unverified_claims,
     verify_token,
 )
+from mqim.broker._traffic import TOPIC_CLASSES, Traffic
 
 __all__ = [
     "DEFAULT_AUTH_METHODS",
+    "SYS_ROOT",
     "TOKEN_KEYS_FILENAME",
+    "TOPIC_CLASSES",
     "AuthMethod",
     "AuthOptions",
     "AuthenticationBusy",
@@ -79,6 +83,7 @@ __all__ = [
     "MalformedPacket",
     "MqimAuthPlugin",
     "MqimBroker",
+    "NodeDeath",
     "NodeStatus",
     "PasswordAuthenticator",
     "PresenceTracker",
@@ -87,10 +92,12 @@ __all__ = [
     "SharedIndex",
     "StorageAuthenticator",
     "SubscriptionIndex",
+    "SysPublisher",
     "TokenAuthenticator",
     "TokenBucket",
     "TokenClaims",
     "TokenKey",
+    "Traffic",
     "ViolationWindow",
     "address_key",
     "build_authenticator",
@@ -101,6 +108,7 @@ __all__ = [
     "looks_like_token",
     "parse_shared",
     "read_cluster_status",
+    "read_node_deaths",
     "save_keyring",
     "unverified_claims",
     "verify_token",

@@ -34,6 +34,7 @@ from mqim.broker._limits import KeyedBuckets, ViolationWindow, address_key
 from mqim.broker._logsummary import SummaryLog
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._policy import PolicySource, with_roles
+from mqim.broker._proxy_gate import proxy_gate
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._ws import serve_websocket, ws_limits
@@ -63,6 +64,9 @@ class Listener:
         keyfile: PEM private key.
         cafile: CA bundle to verify client certificates (optional client auth).
         max_connections: Connections on this listener; 0 leaves only the global limit.
+        proxy_protocol: Read a PROXY protocol header (v1 or v2) from sockets of `proxy_from`
+            first and use the client address it names (plain TCP listeners only).
+        proxy_from: Addresses or networks of the load balancers allowed to send that header.
     """
 
     name: str
@@ -73,6 +77,8 @@ class Listener:
     keyfile: Path | None = None
     cafile: Path | None = None
     max_connections: int = 0
+    proxy_protocol: bool = False
+    proxy_from: tuple[str, ...] = ()
 
 
 class MqimBroker(Broker):  # type: ignore[misc]
@@ -260,8 +266,21 @@ class MqimBroker(Broker):  # type: ignore[misc]
     ) -> Any:
         if listener_type == ListenerType.TCP:
             loop = asyncio.get_running_loop()
+            factory: Callable[[], asyncio.Protocol] = partial(
+                MqttConnection, broker=self, listener=listener_name
+            )
+            spec = self._listener_specs.get(self._names.get(listener_name, listener_name))
+            if spec is not None and spec.proxy_protocol:
+                if ssl_context is not None:
+                    raise ConfigError(
+                        f"listener {spec.name!r}: PROXY protocol on a TLS listener is not supported"
+                    )
+                # The connection sees the client's address from the header (limits, logs, auth).
+                factory = proxy_gate(
+                    factory, proxy_from=spec.proxy_from, timeout_s=self.settings.connect_timeout_s
+                )
             return await loop.create_server(
-                partial(MqttConnection, broker=self, listener=listener_name),
+                factory,
                 address,
                 port,
                 ssl=ssl_context,

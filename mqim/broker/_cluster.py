@@ -94,6 +94,8 @@ _KICK_ANSWER_TTL_S: Final = 30
 _ADOPT_LOCK_MS: Final = 60_000
 _LOAD_CHUNK: Final = 256
 _MAX_WAIT_ROUNDS: Final = 10_000  # the claim's own timeout ends it first
+DEATHS_KEPT: Final = 100
+"""Adoptions remembered in `ClusterKeys.deaths` for `mqim cluster status`."""
 _HOLD_MAX_S: Final = 30.0  # the test hook never holds an adoption longer than this
 
 # Remove a client id's registry entry only if this node still owns it.
@@ -1183,6 +1185,7 @@ class ClusterLink:
 
     async def _adopt_locked(self, dead: str) -> None:
         keys = self.keys
+        detected = time.time()
         log.warning("node %r is dead: adopting its sessions and stream", dead)
         hub = self.broker.hub
         adopted = 0
@@ -1221,6 +1224,10 @@ class ClusterLink:
             moved += await self._drain(dead, taken)
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(keys.stream(dead), keys.routes(dead), keys.owned(dead))
+        # The history `mqim cluster status` shows: when a node died and who adopted it.
+        death = {"node": dead, "adopted_by": self.node_id, "detected": detected, "adopted": time.time()}
+        pipe.lpush(keys.deaths, json.dumps({**death, "sessions": adopted, "entries": moved}))
+        pipe.ltrim(keys.deaths, 0, DEATHS_KEPT - 1)
         await pipe.execute()
         self._count("nodes_adopted")
         log.warning("node %r adopted: %d sessions, %d stream entries", dead, adopted, moved)

@@ -12,6 +12,7 @@ Layout under a prefix (default ``mqim``, the same as `RedisSessionStore`'s)::
     {prefix}:cluster:kicked:{token}     list    a node's answer to a takeover ("kick") entry
     {prefix}:cluster:adopt:{node}       string  lock of the node adopting a dead node's sessions
     {prefix}:cluster:hold:adopt         string  test hook: while it exists, an adopter waits
+    {prefix}:cluster:deaths             list    recent adoptions, newest first (JSON, capped)
                                                 after taking the sessions over, before draining
 """
 
@@ -95,6 +96,10 @@ class ClusterKeys:
     @property
     def hold_adopt(self) -> str:
         return f"{self.prefix}:cluster:hold:adopt"
+
+    @property
+    def deaths(self) -> str:
+        return f"{self.prefix}:cluster:deaths"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -85,3 +85,59 @@ async def read_cluster_status(url: str, *, prefix: str = "mqim", timeout_s: floa
         raise ClusterError(f"cluster Redis at {url}: {exc}") from exc
     finally:
         await client.aclose()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeDeath:
+    """One adoption of a dead node, as its adopter recorded it.
+
+    Attributes:
+        node: The node that died.
+        adopted_by: The node that adopted its sessions and stream.
+        detected: When the adopter found it dead (epoch seconds).
+        adopted: When the adoption finished (epoch seconds).
+        sessions: Persistent sessions the adopter loaded.
+        entries: Stream entries it delivered from the dead node's stream.
+    """
+
+    node: str
+    adopted_by: str
+    detected: float
+    adopted: float
+    sessions: int = 0
+    entries: int = 0
+
+
+async def read_node_deaths(
+    url: str, *, prefix: str = "mqim", limit: int = 20, timeout_s: float = 5.0
+) -> list[NodeDeath]:
+    """The most recent adoptions, newest first (at most `limit`; malformed records skipped).
+
+    Raises:
+        ClusterError: Redis unreachable or refusing.
+    """
+    keys = ClusterKeys(prefix)
+    client = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        raw: Any = await client.lrange(keys.deaths, 0, max(limit, 1) - 1)
+    except (RedisError, OSError) as exc:
+        raise ClusterError(f"cluster Redis at {url}: {exc}") from exc
+    finally:
+        await client.aclose()
+    deaths = []
+    for item in raw:
+        try:
+            doc = json.loads(item)
+            deaths.append(
+                NodeDeath(
+                    node=str(doc["node"]),
+                    adopted_by=str(doc["adopted_by"]),
+                    detected=float(doc["detected"]),
+                    adopted=float(doc["adopted"]),
+                    sessions=int(doc.get("sessions", 0)),
+                    entries=int(doc.get("entries", 0)),
+                )
+            )
+        except (ValueError, KeyError, TypeError):
+            continue
+    return deaths

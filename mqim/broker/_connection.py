@@ -122,6 +122,7 @@ class MqttConnection(asyncio.Protocol):
         if self.state is State.CLOSED:
             return
         self.last_rx = time.monotonic()
+        self.hub.traffic.bytes_received += len(data)
         try:
             if (
                 self.state is State.AWAIT_CONNECT
@@ -227,7 +228,9 @@ class MqttConnection(asyncio.Protocol):
         out, self._out = self._out, None
         transport = self.transport
         if out and transport is not None and not transport.is_closing():
-            transport.write(out[0] if len(out) == 1 else b"".join(out))  # type: ignore[attr-defined]
+            data = out[0] if len(out) == 1 else b"".join(out)
+            self.hub.traffic.bytes_sent += len(data)
+            transport.write(data)  # type: ignore[attr-defined]
 
     def close(self, reason: str, *, abort: bool = False) -> None:
         """Close the connection; `reason` is logged."""

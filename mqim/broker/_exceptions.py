@@ -8,6 +8,7 @@ Hierarchy::
     ├── ConfigError             invalid broker settings or listener configuration
     ├── InvalidToken            a signed token that must be refused (its `reason` says why)
     ├── KeyringError            the token key file cannot be read, parsed or written
+    ├── ProxyHeaderError        a malformed or oversized PROXY protocol header (connection closed)
 
 `ProtocolViolation` and `MalformedPacket` (a client broke MQTT 3.1.1; its connection is closed)
 are the wire errors of `mqim.mqtt`, re-exported here.
@@ -26,6 +27,7 @@ __all__ = [
     "KeyringError",
     "MalformedPacket",
     "ProtocolViolation",
+    "ProxyHeaderError",
 ]
 
 
@@ -63,3 +65,5 @@ class KeyringError(BrokerError):
     """The token key file cannot be read, parsed or written."""
 
 
+class ProxyHeaderError(BrokerError):
+    """A PROXY protocol header (v1 or v2) is malformed, too long or not one: the socket is closed."""

@@ -14,7 +14,14 @@ Pure and synchronous; the waiter is told on the event loop that settles the hold
 
 from __future__ import annotations
 
+import itertools
+import time
 from typing import Protocol
+
+from mqim.stats import SAMPLE_EVERY
+
+# One hold in SAMPLE_EVERY is timed from its first take to its settlement (a tick, not state).
+_ticks = itertools.count(1)
 
 
 class HoldWaiter(Protocol):
@@ -36,6 +43,10 @@ class HoldCounter(Protocol):
 
     def hold_closed(self) -> None: ...
 
+    def hold_durable_ns(self, elapsed_ns: int) -> None:
+        """A sampled hold settled `elapsed_ns` after it was first taken."""
+        ...
+
 
 class Hold:
     """One publish waiting for its consumers.
@@ -45,13 +56,14 @@ class Hold:
         counter: Told when the first consumer takes the hold and when it resolves.
     """
 
-    __slots__ = ("_counter", "_failed", "_open", "_waiter")
+    __slots__ = ("_counter", "_failed", "_open", "_t0", "_waiter")
 
     def __init__(self, *, waiter: HoldWaiter | None, counter: HoldCounter | None = None) -> None:
         self._waiter = waiter
         self._counter = counter
         self._open = 0
         self._failed = False
+        self._t0 = 0
 
     @property
     def taken(self) -> bool:
@@ -67,6 +79,8 @@ class Hold:
         """A consumer takes responsibility for the message; returns `self` for convenience."""
         if self._open == 0 and self._counter is not None:
             self._counter.hold_opened()
+            if next(_ticks) % SAMPLE_EVERY == 0:
+                self._t0 = time.monotonic_ns()
         self._open += 1
         return self
 
@@ -89,6 +103,8 @@ class Hold:
     def _resolve(self) -> None:
         if self._counter is not None:
             self._counter.hold_closed()
+            if self._t0 and not self._failed:
+                self._counter.hold_durable_ns(time.monotonic_ns() - self._t0)
         waiter, self._waiter = self._waiter, None
         if waiter is None:
             return

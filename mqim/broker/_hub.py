@@ -35,6 +35,7 @@ from mqim.broker._scopes import (
 from mqim.broker._session import REFUSED, Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.broker._traffic import Traffic
 from mqim.mqtt import encode_str
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
 from mqim.storage import RetainedRecord, SessionStore, StorageError, StoredSession
@@ -132,6 +133,7 @@ class Hub:
         self._listener_ids = itertools.count(1)
         self._topic_cache: dict[str, bytes] = {}
         self.counters = Counters()
+        self.traffic = Traffic()  # by topic class and QoS, read by metrics and $SYS
         self.observers: list[HubObserver] = []
         self.auto_subscriptions = auto_subscriptions
         self.committer = Committer(store=store)
@@ -218,6 +220,7 @@ class Hub:
         the publisher's acknowledgement must then wait for the next commit.
         """
         self.counters.published += 1
+        offset = self.traffic.received(topic, qos)
         durable = False
         targets = self.index.match(topic)
         if targets:
@@ -256,6 +259,7 @@ class Hub:
                 if out_qos and session.persistent:
                     durable = True
                 self.counters.delivered += 1
+                self.traffic.messages_out[offset + out_qos] += 1
                 if evicted:
                     self._overflowed(session, evicted)
         if self._has_listeners:
@@ -664,6 +668,9 @@ class Hub:
     # -- back-pressure (HoldCounter) -----------------------------------------------------------
     def hold_opened(self) -> None:
         self.held += 1
+
+    def hold_durable_ns(self, elapsed_ns: int) -> None:
+        self.traffic.durable_latency.observe_ns(elapsed_ns)
 
     def hold_closed(self) -> None:
         self.held -= 1

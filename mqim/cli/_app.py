@@ -11,12 +11,13 @@ from mqim.cli._acl_cmd import acl_app
 from mqim.cli._bench_cmd import bench_command
 from mqim.cli._bridge_cmd import bridge_app
 from mqim.cli._cluster_cmd import broker_command, cluster_app
-from mqim.cli._common import ConfigOpt, DataDirOpt, get_config
+from mqim.cli._common import ConfigOpt, DataDirOpt, LogFormatOpt, get_config
 from mqim.cli._group_cmd import group_app
 from mqim.cli._hooks_cmd import hooks_app
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
 from mqim.cli._role_cmd import role_app
+from mqim.cli._status_cmd import status_command
 from mqim.cli._token_cmd import token_app
 from mqim.cli._users import users_app
 
@@ -56,10 +57,14 @@ def serve(
         typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535),
     ] = None,
     data_dir: DataDirOpt = None,
+    log_format: LogFormatOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Run the single-node server: broker, logic service and SQLite storage in one process."""
-    config = get_config(config_path, {"server.host": host, "server.port": port, "server.data_dir": data_dir})
+    config = get_config(
+        config_path,
+        {"server.host": host, "server.port": port, "server.data_dir": data_dir, "log.format": log_format},
+    )
     # Imported here so that other commands do not load the broker (and amqtt).
     from mqim.cli._serve import serve_command
 
@@ -70,6 +75,7 @@ app.command("logic")(logic_command)
 app.command("send")(send_command)
 app.command("tail")(tail_command)
 app.command("bench")(bench_command)
+app.command("status")(status_command)
 app.add_typer(users_app, name="user")
 app.add_typer(group_app, name="group")
 app.add_typer(acl_app, name="acl")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Annotated
+import time
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -14,6 +15,7 @@ from mqim.cli._common import (
     ConfigOpt,
     DatabaseOpt,
     DataDirOpt,
+    LogFormatOpt,
     MongoOpt,
     fail,
     get_config,
@@ -22,6 +24,9 @@ from mqim.cli._common import (
 )
 from mqim.cli._exceptions import CliError
 from mqim.cli._logging import configure_logging
+
+if TYPE_CHECKING:
+    from mqim.broker import NodeStatus
 
 _log = logging.getLogger("mqim.cli.cluster")
 
@@ -77,6 +82,7 @@ def broker_command(
         ),
     ] = None,
     data_dir: DataDirOpt = None,
+    log_format: LogFormatOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Run one cluster node: broker (+ logic unless --no-logic), MongoDB storage, Redis sessions.
@@ -99,6 +105,7 @@ def broker_command(
             "cluster.prefix": prefix,
             "cluster.heartbeat_s": heartbeat_s,
             "cluster.node_ttl_s": node_ttl_s,
+            "log.format": log_format,
         },
     )
     cluster = config.cluster
@@ -109,7 +116,7 @@ def broker_command(
     # Imported here so that other commands do not load the broker (and amqtt).
     from mqim.broker import BrokerError, ClusterSettings
     from mqim.cli._cluster_server import ClusterServer
-    from mqim.cli._serve import auth_options, broker_settings, listeners
+    from mqim.cli._serve import admin_options, auth_options, broker_settings, listeners
     from mqim.logic import LogicLimits
     from mqim.storage import StorageError
 
@@ -132,6 +139,8 @@ def broker_command(
             embedded_logic=not no_logic,
             allow_anonymous=config.auth.allow_anonymous,
             auth=auth_options(config),
+            admin=admin_options(config),
+            sys_interval_s=config.sys.interval_s,
         )
         try:
             async with server:
@@ -164,8 +173,12 @@ def status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config_path: ConfigOpt = None,
 ) -> None:
-    """Nodes, whether they are alive, clients per node, queue depths and stream lag."""
-    from mqim.broker import BrokerError, read_cluster_status
+    """Nodes, whether they are alive, clients per node, queue depths, stream lag, recent deaths.
+
+    `--json` prints `{"nodes": [...], "deaths": [...]}`; a death names the node, when it was
+    found dead and adopted, and by whom.
+    """
+    from mqim.broker import BrokerError, read_cluster_status, read_node_deaths
 
     cluster = get_config(config_path, {"cluster.redis_url": redis_url, "cluster.prefix": prefix}).cluster
     redis = _required(cluster.redis_url, "cluster.redis_url", "--redis or MQIM_REDIS_URL")
@@ -173,28 +186,43 @@ def status_command(
     async def go() -> None:
         try:
             nodes = await read_cluster_status(redis, prefix=cluster.prefix)
+            deaths = await read_node_deaths(redis, prefix=cluster.prefix)
         except BrokerError as exc:
             raise CliError(str(exc)) from exc
         if as_json:
-            typer.echo(json.dumps([_as_dict(n) for n in nodes], indent=2))
+            doc = {"nodes": [_as_dict(n) for n in nodes], "deaths": [_as_dict(d) for d in deaths]}
+            typer.echo(json.dumps(doc, indent=2))
             return
-        if not nodes:
-            typer.echo("no nodes registered")
-            return
-        typer.echo(
-            f"{'node':<16} {'state':<6} {'conns':>6} {'sessions':>8} {'queued':>7} "
-            f"{'owned':>6} {'routes':>6} {'stream':>7} {'pending':>7} {'lag':>6}"
-        )
-        for node in nodes:
-            beat = node.heartbeat
-            lag = "?" if node.lag is None else str(node.lag)
-            typer.echo(
-                f"{node.node_id:<16} {'up' if node.alive else 'DOWN':<6} {beat.get('connections', '-'):>6} "
-                f"{beat.get('sessions', '-'):>8} {beat.get('queued', '-'):>7} {node.owned_sessions:>6} "
-                f"{node.routes:>6} {node.stream_length:>7} {node.pending:>7} {lag:>6}"
-            )
+        _print_nodes(nodes)
+        if deaths:
+            typer.echo("\nrecent node deaths (newest first):")
+            for death in deaths:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(death.detected))
+                typer.echo(
+                    f"  {when}  {death.node} died; adopted by {death.adopted_by} in "
+                    f"{death.adopted - death.detected:.1f}s ({death.sessions} sessions, "
+                    f"{death.entries} stream entries)"
+                )
 
     run(go())
+
+
+def _print_nodes(nodes: list[NodeStatus]) -> None:
+    if not nodes:
+        typer.echo("no nodes registered")
+        return
+    typer.echo(
+        f"{'node':<16} {'state':<6} {'conns':>6} {'sessions':>8} {'queued':>7} "
+        f"{'owned':>6} {'routes':>6} {'stream':>7} {'pending':>7} {'lag':>6}"
+    )
+    for node in nodes:
+        beat = node.heartbeat
+        lag = "?" if node.lag is None else str(node.lag)
+        typer.echo(
+            f"{node.node_id:<16} {'up' if node.alive else 'DOWN':<6} {beat.get('connections', '-'):>6} "
+            f"{beat.get('sessions', '-'):>8} {beat.get('queued', '-'):>7} {node.owned_sessions:>6} "
+            f"{node.routes:>6} {node.stream_length:>7} {node.pending:>7} {lag:>6}"
+        )
 
 
 def _as_dict(node: object) -> dict[str, object]:

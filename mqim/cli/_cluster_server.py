@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from mqim.acl import AclEngine, MembershipIndex, Rule
+from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_parts
 from mqim.broker import (
     AuthOptions,
     BrokerSettings,
@@ -61,6 +62,8 @@ class ClusterServer:
         allow_anonymous: Accept CONNECT without credentials.
         rules: Extra ACL rules.
         auth: Authentication options.
+        admin: Serve `/metrics`, `/healthz`, `/readyz` and `/status` (None: no admin listener).
+        sys_interval_s: Seconds between `$SYS/broker/...` publications; 0 publishes none.
     """
 
     def __init__(
@@ -79,6 +82,8 @@ class ClusterServer:
         allow_anonymous: bool = False,
         rules: Sequence[Rule] = (),
         auth: AuthOptions | None = None,
+        admin: AdminOptions | None = None,
+        sys_interval_s: float = 0.0,
     ) -> None:
         self.node_id = node_id
         self.data_dir = data_dir
@@ -108,6 +113,8 @@ class ClusterServer:
         self.link = ClusterLink(url=redis_url, settings=self.cluster_settings, session_store=self.sessions)
         self.broker: MqimBroker | None = None
         self.logic: LogicService | None = None
+        self.observability_options = ObservabilityOptions(admin=admin, sys_interval_s=sys_interval_s)
+        self.observability: Observability | None = None
         self._stack = contextlib.AsyncExitStack()
 
     async def __aenter__(self) -> Self:
@@ -158,6 +165,22 @@ class ClusterServer:
             stack.push_async_callback(receipts.flush)
             if self.embedded_logic:
                 await self._start_logic(stack, broker, tasks)
+            self.observability = await stack.enter_async_context(
+                Observability(
+                    options=self.observability_options,
+                    parts=node_parts(
+                        broker=broker,
+                        storage=self.storage,
+                        storage_kind="mongodb",
+                        logic=self.logic,
+                        cluster=self.link,
+                        data_dir=str(self.data_dir),
+                    ),
+                    broker=broker,
+                    cluster_prefix=self.cluster_settings.prefix,
+                    name=self.node_id,
+                )
+            )
         except BaseException:
             await stack.aclose()
             raise

@@ -37,6 +37,14 @@ DataDirOpt = Annotated[
     Path | None,
     typer.Option("--data-dir", help="Data directory holding mqim.db  [default: ./mqim-data or config]"),
 ]
+LogFormatOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-format",
+        help="Log lines as text or json (one JSON object per line)  [default: log.format, text]",
+        show_default=False,
+    ),
+]
 HostOpt = Annotated[str | None, typer.Option("--host", help="Broker host  [default: 127.0.0.1 or config]")]
 PortOpt = Annotated[
     int | None, typer.Option("--port", help="Broker port  [default: 1883 or config]", min=0, max=65535)

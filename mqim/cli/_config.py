@@ -7,6 +7,7 @@ means "not set" (None). Relative paths are relative to the working directory.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -79,6 +80,28 @@ class ServerConfig(_Section):
     """MQTT over WebSocket port; None disables the WebSocket listener."""
     tls: TlsConfig | None = None
     """TLS listener; None disables it."""
+    proxy_protocol: bool = False
+    """The plain TCP listener reads a PROXY protocol header (v1 or v2) from `proxy_from`
+    addresses first and uses the client's address it names (behind a TCP load balancer)."""
+    proxy_from: tuple[str, ...] = ()
+    """Addresses or networks (`10.0.0.0/8`) of the load balancers allowed to send that header."""
+
+    @field_validator("proxy_from", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("proxy_from")
+    @classmethod
+    def _proxy_addresses(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or network") from None
+        return value
 
     @field_validator("host")
     @classmethod
@@ -89,6 +112,8 @@ class ServerConfig(_Section):
 
     @model_validator(mode="after")
     def _distinct_ports(self) -> Self:
+        if self.proxy_protocol and not self.proxy_from:
+            raise ValueError("proxy_protocol needs proxy_from (the load balancers' addresses)")
         ports = [("port", self.port), ("ws_port", self.ws_port)]
         if self.tls is not None:
             ports.append(("tls.port", self.tls.port))

@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Self
 
 from mqim.acl import AclEngine, MembershipIndex, Rule
+from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_parts
 from mqim.bridge import BridgeService, committer_barrier
 from mqim.broker import (
     AuthOptions,
@@ -33,7 +34,7 @@ from mqim.logic import (
     load_membership,
 )
 from mqim.storage import SqliteSessionStore, SqliteStorage
-from mqim.web import WebOptions, WebServer
+from mqim.web import HttpServer, WebOptions
 
 log = logging.getLogger("mqim.server")
 
@@ -53,6 +54,8 @@ class EmbeddedServer:
         auth: Authentication methods and their options (token keys in the data directory).
         web: Serve the web chat client over HTTP; it starts only beside a WebSocket listener,
             which the page connects to.
+        admin: Serve `/metrics`, `/healthz`, `/readyz` and `/status` (None: no admin listener).
+        sys_interval_s: Seconds between `$SYS/broker/...` publications; 0 publishes none.
         hooks: Webhooks (`[hooks]`); None or no endpoint turns them off.
     """
 
@@ -68,6 +71,8 @@ class EmbeddedServer:
         rules: Sequence[Rule] = (),
         auth: AuthOptions | None = None,
         web: WebOptions | None = None,
+        admin: AdminOptions | None = None,
+        sys_interval_s: float = 0.0,
         hooks: HooksConfig | None = None,
     ) -> None:
         self.data_dir = data_dir
@@ -87,8 +92,9 @@ class EmbeddedServer:
         self.presence: PresenceTracker | None = None
         self.receipts: DeliveryReceipts | None = None
         self.follower: MembershipFollower | None = None
-        self.web_options = web
-        self.web: WebServer | None = None
+        self.observability_options = ObservabilityOptions(admin=admin, sys_interval_s=sys_interval_s, web=web)
+        self.observability: Observability | None = None
+        self.web: HttpServer | None = None
         self.hooks_config = hooks
         self.hooks: HookService | None = None
         self._stack = contextlib.AsyncExitStack()
@@ -145,14 +151,24 @@ class EmbeddedServer:
                     metrics=broker.hub.counters.extra,
                 )
             )
-            # Last in, first out: the page stops being served before anything else stops.
+            # Last in, first out: the page, the admin endpoints and $SYS stop before the rest.
             ws = next((spec for spec in self.listeners if spec.kind == "ws"), None)
-            if self.web_options is not None and ws is not None:
-                self.web = await stack.enter_async_context(
-                    WebServer(options=self.web_options, ws_port=broker.port(ws.name))
+            self.observability = await stack.enter_async_context(
+                Observability(
+                    options=self.observability_options,
+                    parts=node_parts(
+                        broker=broker,
+                        storage=self.storage,
+                        storage_kind="sqlite",
+                        logic=self.logic,
+                        bridges=self.bridges,
+                        data_dir=str(self.data_dir),
+                    ),
+                    broker=broker,
+                    ws_port=broker.port(ws.name) if ws is not None else None,
                 )
-            elif self.web_options is not None:
-                log.warning("web client not served: it needs a WebSocket listener (server.ws_port)")
+            )
+            self.web = self.observability.web
         except BaseException:
             await stack.aclose()
             raise

@@ -13,6 +13,7 @@ from mqim.cli._common import (
     ConfigOpt,
     DatabaseOpt,
     DataDirOpt,
+    LogFormatOpt,
     MongoOpt,
     connect_host,
     open_storage,
@@ -115,6 +116,7 @@ def logic_command(
     mongo_url: MongoOpt = None,
     database: DatabaseOpt = None,
     data_dir: DataDirOpt = None,
+    log_format: LogFormatOpt = None,
     config_path: ConfigOpt = None,
 ) -> None:
     """Run the logic service as its own process, connected to the broker over MQTT.
@@ -122,7 +124,7 @@ def logic_command(
     It validates, stores (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo or
     cluster.mongo_url) and fans out what users send. Stops cleanly on Ctrl-C or SIGTERM.
     """
-    config = storage_config(config_path, data_dir, mongo_url, database)
+    config = storage_config(config_path, data_dir, mongo_url, database, overrides={"log.format": log_format})
     configure_logging(config.log)
 
     async def go() -> None:

@@ -63,7 +63,16 @@ def listeners(config: MqimConfig) -> list[Listener]:
     """The listeners the configuration asks for: TCP, and optionally WebSocket and TLS."""
     server = config.server
     per_listener = config.limits.max_connections_per_listener or 0
-    result = [Listener(name="default", host=server.host, port=server.port, max_connections=per_listener)]
+    result = [
+        Listener(
+            name="default",
+            host=server.host,
+            port=server.port,
+            max_connections=per_listener,
+            proxy_protocol=server.proxy_protocol,
+            proxy_from=server.proxy_from,
+        )
+    ]
     if server.ws_port is not None:
         result.append(
             Listener(

@@ -7,12 +7,15 @@ Two implementations: `InProcessBus` over a `BrokerPort` (the embedded server, no
 from __future__ import annotations
 
 import abc
+import itertools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import ClassVar, Protocol, Self
 
 from mqim.logic._exceptions import BusClosed, BusError
+from mqim.stats import SAMPLE_EVERY
 
 
 class Receipt(Protocol):
@@ -38,6 +41,16 @@ class Inbound:
     topic: str
     payload: bytes
     receipt: Receipt | None = field(default=None, compare=False)
+    received_ns: int = field(default=0, compare=False)
+    """`time.monotonic_ns()` when the bus got it, for a sampled few (`received_stamp`); else 0."""
+
+
+_ticks = itertools.count(1)
+
+
+def received_stamp() -> int:
+    """`time.monotonic_ns()` once in `SAMPLE_EVERY` calls, else 0 (the delivery latency sample)."""
+    return time.monotonic_ns() if next(_ticks) % SAMPLE_EVERY == 0 else 0
 
 
 ConsumerCallback = Callable[[str, bytes, Receipt | None], None]

@@ -7,7 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
-from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt
+from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt, received_stamp
 from mqim.logic._exceptions import BusClosed, BusUnavailable
 from mqim.protocol import UP_FILTER
 
@@ -138,5 +138,7 @@ class InProcessBus(Bus):
                     # We run inside the broker's routing: a failing callback must not break it.
                     _log.exception("on_overflow callback failed for %r", topic[:200])
             return
-        self._pending.append(Inbound(topic=topic, payload=bytes(payload), receipt=receipt))
+        self._pending.append(
+            Inbound(topic=topic, payload=bytes(payload), receipt=receipt, received_ns=received_stamp())
+        )
         self._ready.set()

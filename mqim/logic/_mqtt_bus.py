@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from mqim import mqtt
-from mqim.logic._bus import Bus, Inbound
+from mqim.logic._bus import Bus, Inbound, received_stamp
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable
 from mqim.logic._mqtt_link import LinkClosed, MqttLink
 from mqim.protocol import UP_FILTER
@@ -395,7 +395,9 @@ class MqttBus(Bus):
         receipt = None
         if pub.qos:
             receipt = _ManualAck(bus=self, connection=connection, pid=pub.packet_id or 0, qos=pub.qos)
-        self._queue.append(Inbound(topic=pub.topic, payload=pub.payload, receipt=receipt))
+        self._queue.append(
+            Inbound(topic=pub.topic, payload=pub.payload, receipt=receipt, received_ns=received_stamp())
+        )
         self._ready.set()
 
     def _ack(self, connection: int, pid: int, qos: int) -> None:

@@ -244,8 +244,20 @@ class SendHandler:
             return [[unavailable_reply(item.sender, ref=item.message.client_id)] for item in accepted]
         await self._mark_read(results)
         out: list[list[Outbound]] = []
+        # The trace of one message from `up/` to `u/`/`g/`: the request id and what it became.
+        trace = _log.isEnabledFor(logging.DEBUG)
         for item, result in zip(accepted, results, strict=True):
             record = result.record
+            if trace:
+                _log.debug(
+                    "msg id=%s from=%s stored conv=%s seq=%d %s to=%s",
+                    item.message.client_id,
+                    item.sender,
+                    record.conv,
+                    record.seq,
+                    "new" if result.created else "duplicate",
+                    f"g/{item.group}" if item.group is not None else f"u/{item.peer or item.sender}",
+                )
             if item.group is not None:
                 out.append(group_replies(record, group=item.group, created=result.created))
                 continue

@@ -26,6 +26,7 @@ from mqim.logic._typing import TypingHandler
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import extract_ref, unsupported_kind_message
 from mqim.protocol import ErrorCode, InvalidTopic, UpKind, parse_up_topic
+from mqim.stats import LatencyHistogram
 from mqim.storage import Storage
 
 _log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class LogicCounters:
 
     Attributes:
         requests: Uplink requests taken from the bus.
+        batches: Batches they came in (`requests / batches` is the mean batch size).
         invalid_topics: Requests dropped because their topic names no valid user (no one to answer).
         errors_sent: `error` replies produced (bad requests, unknown kinds, storage failures...).
         handler_failures: Batches of one kind whose handler raised (a bug; answered `internal`).
@@ -59,6 +61,7 @@ class LogicCounters:
     """
 
     requests: int = 0
+    batches: int = 0
     invalid_topics: int = 0
     errors_sent: int = 0
     handler_failures: int = 0
@@ -131,6 +134,9 @@ class LogicService:
         self._rejections: deque[Outbound] = deque()
         self._held = HeldRequests(max_hold_s=limits.max_hold_s)
         self.counters = LogicCounters()
+        # A request taken by the bus to its replies and messages published (routed to the
+        # recipients' sessions), for a sampled few (`Inbound.received_ns`).
+        self.delivery_latency = LatencyHistogram()
 
     @property
     def limits(self) -> LogicLimits:
@@ -210,6 +216,7 @@ class LogicService:
 
     async def _process(self, batch: Sequence[Inbound]) -> None:
         self.counters.requests += len(batch)
+        self.counters.batches += 1
         by_kind: dict[str, list[tuple[Inbound, Uplink]]] = {}
         dropped: list[Inbound] = []
         for item in batch:
@@ -232,6 +239,11 @@ class LogicService:
         for kind, items in by_kind.items():
             replies = await self._handle(kind, [uplink for _, uplink in items])
             await self._publish_all(self._settle(items, replies))
+        sampled = [item.received_ns for item in batch if item.received_ns]
+        if sampled:
+            now = time.monotonic_ns()
+            for received in sampled:
+                self.delivery_latency.observe_ns(now - received)
 
     def _settle(self, items: list[tuple[Inbound, Uplink]], replies: list[Outbound]) -> list[Outbound]:
         """Settle what is durable, hold what storage failed on; returns the replies to publish.

@@ -170,7 +170,9 @@ async def test_a_node_and_cluster_status_from_the_cluster_section_alone(
             code, out, err = await mqim(
                 "cluster", "status", "--json", "-c", str(config), env=env, cwd=tmp_path
             )
-            if code == 0 and any(node["node_id"] == "n9" and node["alive"] for node in json.loads(out)):
+            if code == 0 and any(
+                node["node_id"] == "n9" and node["alive"] for node in json.loads(out)["nodes"]
+            ):
                 break
             assert proc.poll() is None, (tmp_path / "n9.log").read_text()[-3000:]
             await asyncio.sleep(0.1)

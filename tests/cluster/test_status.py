@@ -23,8 +23,10 @@ async def _cli(cluster: Cluster, *extra: str) -> str:
 
 
 async def _status(cluster: Cluster) -> list[dict[str, object]]:
-    nodes = json.loads(await _cli(cluster, "--json"))
+    doc = json.loads(await _cli(cluster, "--json"))
+    nodes = doc["nodes"]
     assert isinstance(nodes, list)
+    assert isinstance(doc["deaths"], list)
     return nodes
 
 

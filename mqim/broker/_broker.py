@@ -333,6 +333,19 @@ class MqimBroker(Broker):  # type: ignore[misc]
     def connection_count(self) -> int:
         return len(self._connections)
 
+    def connection_stats(self) -> dict[tuple[str, str], int]:
+        """Open connections by (listener name, account kind); `none` before authentication."""
+        stats: dict[tuple[str, str], int] = {}
+        for conn in self._connections:
+            identity = conn.identity
+            key = (self._names.get(conn.listener, conn.listener), identity.kind if identity else "none")
+            stats[key] = stats.get(key, 0) + 1
+        return stats
+
+    def listener_ports(self) -> dict[str, tuple[str, str, int]]:
+        """(kind, host, bound port) of every listener, by name."""
+        return {name: (spec.kind, spec.host, self.port(name)) for name, spec in self._listener_specs.items()}
+
     # -- security: limits, live policy, kicks --------------------------------------------------
     def _init_security(self, storage: Storage | None) -> None:
         settings = self.settings

@@ -150,6 +150,24 @@ class WebConfig(_Section):
         return value
 
 
+class AdminConfig(_Section):
+    """The HTTP admin listener: `/metrics` (Prometheus), `/healthz`, `/readyz`, `/status`."""
+
+    enabled: bool = True
+    """Serve the admin endpoints (`mqim serve` and `mqim broker`)."""
+    host: str = "127.0.0.1"
+    """Address to bind; loopback by default: `/status` shows internals, keep it off the internet."""
+    port: Port = 9883
+    """Port of the admin listener. The same host and port as `[web]` serve both on one listener."""
+
+
+class SysConfig(_Section):
+    """The `$SYS/broker/...` topics (Mosquitto's names), readable only where the ACL grants it."""
+
+    interval_s: Annotated[float, Field(ge=0, le=86400)] = 10.0
+    """Seconds between publications; 0 publishes none."""
+
+
 class LimitsConfig(_Section):
     """Named limits on everything a client can make grow."""
 
@@ -344,6 +362,8 @@ class MqimConfig(_Section):
     auth: AuthConfig = AuthConfig()
     log: LogConfig = LogConfig()
     web: WebConfig = WebConfig()
+    admin: AdminConfig = AdminConfig()
+    sys: SysConfig = SysConfig()
     cluster: ClusterConfig = ClusterConfig()
     hooks: HooksConfig = HooksConfig()
 

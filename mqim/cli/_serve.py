@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from typing import TYPE_CHECKING
 
 from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._config import MqimConfig
@@ -12,6 +13,9 @@ from mqim.cli._embedded import EmbeddedServer
 from mqim.cli._logging import configure_logging
 from mqim.logic import LogicLimits
 from mqim.web import WebOptions
+
+if TYPE_CHECKING:
+    from mqim.admin import AdminOptions
 
 log = logging.getLogger("mqim.server")
 
@@ -103,6 +107,14 @@ def web_options(config: MqimConfig) -> WebOptions | None:
     return WebOptions(host=web.host, port=web.port, root=web.root, ws_url=web.ws_url)
 
 
+def admin_options(config: MqimConfig) -> AdminOptions | None:
+    """The admin listener, or None when `[admin] enabled = false`."""
+    from mqim.admin import AdminOptions
+
+    admin = config.admin
+    return AdminOptions(host=admin.host, port=admin.port) if admin.enabled else None
+
+
 def build_server(config: MqimConfig) -> EmbeddedServer:
     """The embedded server described by `config`."""
     return EmbeddedServer(
@@ -117,6 +129,8 @@ def build_server(config: MqimConfig) -> EmbeddedServer:
         allow_anonymous=config.auth.allow_anonymous,
         auth=auth_options(config),
         web=web_options(config),
+        admin=admin_options(config),
+        sys_interval_s=config.sys.interval_s,
         hooks=config.hooks,
     )
 
@@ -135,6 +149,9 @@ async def _serve(config: MqimConfig) -> None:
             )
         if server.web is not None:
             print(f"mqim web client on {server.web.url}", flush=True)
+        observability = server.observability
+        if observability is not None and observability.admin is not None:
+            print(f"mqim admin endpoints on {observability.admin.url}", flush=True)
         print(
             f"data in {config.server.data_dir}; logic {'embedded' if config.logic.embedded else 'external'}",
             flush=True,

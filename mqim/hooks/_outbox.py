@@ -115,6 +115,11 @@ class HookOutbox:
         """Body bytes held (same scope as `rows`)."""
         return self._totals.bytes + self._incoming_bytes
 
+    @property
+    def unwritten(self) -> int:
+        """Additions and deletions not yet handed to the writer's thread."""
+        return len(self._incoming) + len(self._done)
+
     # -- lifecycle -------------------------------------------------------------------------------
     async def open(self, endpoints: Collection[str]) -> None:
         """Open or create the file; drop rows of endpoints not in `endpoints`.

@@ -29,12 +29,13 @@ LOG_SUMMARY_MAX_LINES = 20
 """Default most summary lines logged per period (the busiest pairs); the rest are totalled."""
 
 _QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
-_NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?![\w.-])")
+# Hex first (protocol levels such as 0xd4 from a fuzzer), then decimal numbers.
+_NUMBER = re.compile(r"(?<![\w.-])(?:0x[0-9a-fA-F]+|\d+(?:\.\d+)?)(?![\w.-])")
 _MAX_REASON_CHARS = 120
 
 
 def reason_class(reason: str) -> str:
-    """`reason` without what varies between occurrences: quoted values and bare numbers.
+    """`reason` without what varies between occurrences: quoted values and bare (hex) numbers.
 
     "bad credentials for user 'x1'" and "... 'x2'" are one class, so an attacker cycling user
     names still gets one line per period. Rule ids such as `MQTT-3.1.0-1` are kept.

@@ -54,6 +54,7 @@ def test_keys_are_bounded_and_the_rest_is_overflow() -> None:
 def test_reason_class_drops_what_varies() -> None:
     assert reason_class("bad credentials for user 'x1'") == reason_class("bad credentials for user 'y2'")
     assert reason_class("packet type 15 not allowed") == reason_class("packet type 0 not allowed")
+    assert reason_class("level 0xd4 is not supported") == reason_class("level 0x5b is not supported")
     assert "MQTT-3.1.0-1" in reason_class("first packet is not CONNECT (MQTT-3.1.0-1)")
     assert len(reason_class("x" * 10_000)) <= 120
 

@@ -504,7 +504,14 @@ max_group_members = 1000000
                     proc.kill()
                 await proc.wait()
             self.embedded_logic = True
-            await self.restart(workdir)
+            await self.stop()
+            # The worker's session is persistent and subscribed to every uplink: kept, the
+            # embedded server would queue the next scenarios' requests for the absent worker
+            # (held, never acknowledged: `group` and `p2p-crowd` failed after `standalone`).
+            # The bench's sessions are disposable; its accounts and messages stay.
+            for stale in self.data_dir.glob("sessions.db*"):
+                stale.unlink(missing_ok=True)
+            await self.start(workdir)
 
     async def ensure_group(self, group: str, *, owner: str, members: Sequence[str]) -> None:
         if group in self._groups:

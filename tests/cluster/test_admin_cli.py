@@ -126,7 +126,7 @@ async def test_accounts_groups_rules_and_tokens_made_with_the_cli_work_on_every_
         await _wait_routes(cluster, group_filter(team), ["n3"], on="n1")
 
         # A stored ACL rule reaches the nodes too.
-        await cli("acl", "add", f"allow user:{alice} publish,subscribe sensors/%u/#")
+        await cli("acl", "add", f"allow user:{alice} publish,subscribe,receive sensors/%u/#")
         assert await _granted_eventually(alice_c, f"sensors/{alice}/#") == 1
 
         # The service account serves the cluster as `mqim logic --shared` (MongoDB from the env).

@@ -35,12 +35,20 @@ log = logging.getLogger("mqim.broker.connection")
 # occurrence, then a periodic summary): an attacker cannot fill the disk with log lines.
 _refusals = SummaryLog(logger=log, what="refused CONNECT")
 _violations = SummaryLog(logger=log, what="closed on a protocol violation", level=logging.WARNING)
+_delayed_refusals = 0  # refusals waiting for LIMIT_REFUSAL_DELAY_S, this process
 
 
 _PAUSE_WRITE = 1  # the client reads slower than we write
 _PAUSE_HELD = 2  # the broker holds too many publishes for the logic (Hub back-pressure)
 _PAUSE_OWED = 4  # this connection is owed too many acknowledgements
 _HOLD_BACK = _PAUSE_HELD | _PAUSE_OWED  # reasons to stop handling packets already read
+# A CONNECT refused because a limit is reached (connections, CONNECTs per second from one
+# address: issue 12) is answered after this delay, with reading paused meanwhile. A client that
+# retries as soon as it is answered (a password guesser) then costs a timer per second instead of
+# a socket round trip, and a wake-up of the server, hundreds of times a second. At most
+# MAX_DELAYED_REFUSALS wait at once; beyond that a refusal leaves at once.
+LIMIT_REFUSAL_DELAY_S = 1.0
+MAX_DELAYED_REFUSALS = 1_000
 _UP_PREFIX = f"{PREFIX}/up/"
 
 
@@ -266,7 +274,7 @@ class MqttConnection(asyncio.Protocol):
         settings = self.broker.settings
         if self.over_limit:
             self.hub.counters.connections_refused += 1
-            self._refuse(c.REFUSED_UNAVAILABLE, "connection limit reached")
+            self._refuse(c.REFUSED_UNAVAILABLE, "connection limit reached", delay=LIMIT_REFUSAL_DELAY_S)
             return
         if not connect.client_id and not connect.clean_session:
             self._refuse(c.REFUSED_IDENTIFIER, "empty client id needs clean session (MQTT-3.1.3-8)")
@@ -287,10 +295,29 @@ class MqttConnection(asyncio.Protocol):
             self.transport.pause_reading()
         self.broker.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
 
-    def _refuse(self, code: int, reason: str) -> None:
+    def _refuse(self, code: int, reason: str, *, delay: float = 0.0) -> None:
         _refusals.note(host_of(self.peer), reason, "refusing CONNECT from %s: %s", self.peer, reason)
+        global _delayed_refusals
+        if delay > 0 and _delayed_refusals < MAX_DELAYED_REFUSALS:
+            _delayed_refusals += 1
+            self.state = State.AUTHENTICATING  # nothing more is handled (MQTT-3.1.4-5)
+            if isinstance(self.transport, asyncio.ReadTransport):
+                self.transport.pause_reading()
+            self.broker.loop.call_later(delay, self._refuse_now, code, reason)
+            return
+        self._refuse_now(code, reason, delayed=False)
+
+    def _refuse_now(self, code: int, reason: str, *, delayed: bool = True) -> None:
+        if delayed:
+            global _delayed_refusals
+            _delayed_refusals -= 1
+        # MQTT-3.2.2-5: after a CONNACK with a non-zero return code, close.
         self.write(c.encode_connack(session_present=False, return_code=code))
         self.close(reason)
+        if isinstance(self.transport, asyncio.ReadTransport):
+            # Reading was paused (authentication, a delayed refusal): a WebSocket reader waits
+            # for it to resume before it notices the close. A closing socket transport ignores it.
+            self.transport.resume_reading()
 
     async def _authenticate(self, connect: c.Connect) -> None:
         try:

@@ -367,9 +367,24 @@ class ScopePart:
         object.__setattr__(part, "_exclude", _FilterTrie(exclude))
         return part
 
+    @classmethod
+    def _whole(cls, levels: Levels) -> ScopePart:
+        # The part of an exact scope: `ReceiveScope` matches the filter itself and never walks
+        # this part, so it shares one empty trie instead of building two per subscription
+        # (every session's inbox and group subscriptions are exact: ~4 KiB each otherwise).
+        part = object.__new__(cls)
+        object.__setattr__(part, "include", (_text(levels),))
+        object.__setattr__(part, "exclude", ())
+        object.__setattr__(part, "_include", _EMPTY_TRIE)
+        object.__setattr__(part, "_exclude", _EMPTY_TRIE)
+        return part
+
     def allows_levels(self, levels: Sequence[str]) -> bool:
         """Return True if the (valid, split) topic is in this part."""
         return self._include.match(levels) and not self._exclude.match(levels)
+
+
+_EMPTY_TRIE = _FilterTrie(())
 
 
 def _split(text: str) -> Levels:
@@ -717,7 +732,7 @@ def compile_receive_scope(
     return ReceiveScope(
         topic_filter=topic_filter,
         share=share,
-        parts=tuple(parts),
+        parts=(ScopePart._whole(levels),) if exact else tuple(parts),
         exact=exact,
         dynamic=collected.dynamic,
         witness=None if witness is None else "/".join(witness),

@@ -18,13 +18,9 @@ from mqim.broker._auth import (
     certificate_user,
 )
 from mqim.broker._broker import Listener, MqimBroker
-from mqim.broker._cluster import ClusterLink
-from mqim.broker._cluster_keys import ClusterSettings
-from mqim.broker._cluster_status import NodeDeath, NodeStatus, read_cluster_status, read_node_deaths
 from mqim.broker._exceptions import (
     AuthenticationBusy,
     BrokerError,
-    ClusterError,
     ConfigError,
     InvalidToken,
     KeyringError,
@@ -67,9 +63,6 @@ __all__ = [
     "BrokerSettings",
     "CertUserField",
     "CertificateAuthenticator",
-    "ClusterError",
-    "ClusterLink",
-    "ClusterSettings",
     "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",
@@ -83,8 +76,6 @@ __all__ = [
     "MalformedPacket",
     "MqimAuthPlugin",
     "MqimBroker",
-    "NodeDeath",
-    "NodeStatus",
     "PasswordAuthenticator",
     "PresenceTracker",
     "ProtocolViolation",
@@ -107,8 +98,6 @@ __all__ = [
     "load_keyring",
     "looks_like_token",
     "parse_shared",
-    "read_cluster_status",
-    "read_node_deaths",
     "save_keyring",
     "unverified_claims",
     "verify_token",

@@ -4,7 +4,6 @@ Hierarchy::
 
     BrokerError                 any failure of the mqim broker
     ├── AuthenticationBusy      no password check slot within the bounded wait (CONNACK 3)
-    ├── ClusterError            cluster mode: Redis unreachable or refusing, a node id in use
     ├── ConfigError             invalid broker settings or listener configuration
     ├── InvalidToken            a signed token that must be refused (its `reason` says why)
     ├── KeyringError            the token key file cannot be read, parsed or written
@@ -21,7 +20,6 @@ from mqim.mqtt import MalformedPacket, ProtocolViolation
 __all__ = [
     "AuthenticationBusy",
     "BrokerError",
-    "ClusterError",
     "ConfigError",
     "InvalidToken",
     "KeyringError",
@@ -37,10 +35,6 @@ class BrokerError(Exception):
 
 class AuthenticationBusy(BrokerError):
     """No password check slot within the bounded wait: the CONNECT gets CONNACK 3."""
-
-
-class ClusterError(BrokerError):
-    """Cluster mode failed: Redis is unreachable or refused a command, or a node id is taken."""
 
 
 class ConfigError(BrokerError):

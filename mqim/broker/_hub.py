@@ -145,7 +145,7 @@ class Hub:
         # it, each user session is subscribed to `im/v1/g/{group}/#` of its groups and loses
         # (with the queued messages) those of groups it left (DESIGN.md section 4).
         self.member_groups: Callable[[str], Collection[str]] | None = None
-        # Cluster mode (mqim.broker._cluster): sends a locally published message to the other
+        # Cluster mode (mqim.cluster._link): sends a locally published message to the other
         # nodes that have subscribers for it; True when that forward must be durable before the
         # publisher is acknowledged (it then waits for the next commit, like a queued write).
         self.forwarder: Callable[[str, bytes, int, bool], bool] | None = None

@@ -26,7 +26,7 @@ from mqim.cli._exceptions import CliError
 from mqim.cli._logging import configure_logging
 
 if TYPE_CHECKING:
-    from mqim.broker import NodeStatus
+    from mqim.cluster import NodeStatus
 
 _log = logging.getLogger("mqim.cli.cluster")
 
@@ -114,9 +114,10 @@ def broker_command(
     mongo = _required(cluster.mongo_url, "cluster.mongo_url", "--mongo or MQIM_MONGO_URL")
     configure_logging(config.log)
     # Imported here so that other commands do not load the broker (and amqtt).
-    from mqim.broker import BrokerError, ClusterSettings
+    from mqim.broker import BrokerError
     from mqim.cli._cluster_server import ClusterServer
     from mqim.cli._serve import admin_options, auth_options, broker_settings, listeners
+    from mqim.cluster import ClusterSettings
     from mqim.logic import LogicLimits
     from mqim.storage import StorageError
 
@@ -178,7 +179,8 @@ def status_command(
     `--json` prints `{"nodes": [...], "deaths": [...]}`; a death names the node, when it was
     found dead and adopted, and by whom.
     """
-    from mqim.broker import BrokerError, read_cluster_status, read_node_deaths
+    from mqim.broker import BrokerError
+    from mqim.cluster import read_cluster_status, read_node_deaths
 
     cluster = get_config(config_path, {"cluster.redis_url": redis_url, "cluster.prefix": prefix}).cluster
     redis = _required(cluster.redis_url, "cluster.redis_url", "--redis or MQIM_REDIS_URL")

@@ -21,8 +21,6 @@ from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_p
 from mqim.broker import (
     AuthOptions,
     BrokerSettings,
-    ClusterLink,
-    ClusterSettings,
     DeliveryReceipts,
     Listener,
     MqimBroker,
@@ -30,6 +28,7 @@ from mqim.broker import (
 )
 from mqim.cli._cluster_notify import redis_stamp_source
 from mqim.cli._compose import make_broker, start_embedded_logic
+from mqim.cluster import ClusterLink, ClusterSettings
 from mqim.logic import (
     LogicLimits,
     LogicService,

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from mqim.broker import BrokerSettings, ClusterSettings, Listener
+from mqim.broker import BrokerSettings, Listener
 from mqim.cli._cluster_server import ClusterServer
+from mqim.cluster import ClusterSettings
 from mqim.storage import AccountKind, MongoStorage
 from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho

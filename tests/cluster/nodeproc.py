@@ -1,7 +1,7 @@
 """`mqim broker` as its own process (so a test can SIGKILL, SIGSTOP or SIGCONT it).
 
 Started and awaited without blocking the event loop: the in-process nodes of the same test must
-keep renewing their heartbeats meanwhile (a blocked loop fences them, see `_cluster_fence`).
+keep renewing their heartbeats meanwhile (a blocked loop fences them, see `cluster/_fence.py`).
 """
 
 from __future__ import annotations

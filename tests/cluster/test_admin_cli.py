@@ -15,8 +15,9 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from mqim.broker import AuthOptions, BrokerSettings, ClusterSettings, Listener
+from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._cluster_server import ClusterServer
+from mqim.cluster import ClusterSettings
 from mqim.protocol import group_filter
 from tests.cluster.conftest import Cluster
 from tests.cluster.test_routing import _wait_routes

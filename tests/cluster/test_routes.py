@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mqim.broker._cluster_keys import (
+from mqim.cluster._keys import (
     Forward,
     Kick,
     decode_delta,
@@ -11,7 +11,7 @@ from mqim.broker._cluster_keys import (
     encode_forward,
     encode_kick,
 )
-from mqim.broker._cluster_routes import LOCAL, RemoteRoutes, ShareChooser
+from mqim.cluster._routes import LOCAL, RemoteRoutes, ShareChooser
 
 
 def test_remote_routes_match_replace_and_drop() -> None:

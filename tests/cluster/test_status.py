@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mqim.broker import ClusterError
+from mqim.cluster import ClusterError
 from tests.cluster.conftest import Cluster
 
 

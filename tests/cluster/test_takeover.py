@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from mqim.broker._cluster_keys import ClusterKeys
+from mqim.cluster._keys import ClusterKeys
 from tests.cluster.conftest import NODE_TTL_S, Cluster
 from tests.cluster.nodeproc import node_process
 from tests.cluster.test_routing import _wait_routes

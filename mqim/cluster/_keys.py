@@ -117,7 +117,7 @@ class Forward:
         mid: The message's cluster id (origin incarnation and a counter): the same in every
             stream the message is written to, so a session that gets it twice recognises it.
         to: Empty: route to every matching session. Else only to these client ids (a session
-            that moved, or is moving, to this node; see `_cluster_adopt`).
+            that moved, or is moving, to this node; see `cluster/_adopt.py`).
     """
 
     topic: str

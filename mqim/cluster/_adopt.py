@@ -1,7 +1,7 @@
 """Cluster mode: what keeps a session's messages once and only once while it changes node.
 
 A session moves between nodes in three ways: a live node hands it over (a `kick`), a surviving
-node adopts it from a dead one, or a fenced node takes it back (see `_cluster_fence`). In every
+node adopts it from a dead one, or a fenced node takes it back (see `cluster/_fence.py`). In every
 case there is a moment when two places may receive its messages: the old node's stream (still
 in the other nodes' route tables) and the new one. Nothing is lost if the old place keeps
 receiving until the new one is known everywhere ("make before break"), and nothing is delivered

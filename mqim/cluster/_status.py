@@ -9,8 +9,8 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from mqim.broker._cluster_keys import GROUP, ClusterKeys
-from mqim.broker._exceptions import ClusterError
+from mqim.cluster._exceptions import ClusterError
+from mqim.cluster._keys import GROUP, ClusterKeys
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

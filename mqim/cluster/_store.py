@@ -10,7 +10,7 @@ things:
   so a publisher's PUBACK (held until the commit, see `Committer`) means the message is in Redis
   for every node that must deliver it. While Redis is unreachable it keeps retrying instead of
   failing: acknowledgements wait, nothing is lost, and the commit loop survives the outage.
-* While the node is fenced (`_cluster_fence`) every write is dropped: the sessions may belong to
+* While the node is fenced (`cluster/_fence.py`) every write is dropped: the sessions may belong to
   another node by now, and this node's stale copy must not overwrite theirs.
 * `enqueue()` tells the link which session queued a message, so it can record the message's
   cluster id with it (`SeenIndex`).

@@ -21,9 +21,9 @@
   adopted sessions only, deduplicated by message id; then it deregisters the dead node, drains
   what still arrives for a grace period and deletes its stream. The other nodes keep forwarding
   to a dead node until it is deregistered (so no message finds no route meanwhile).
-* Handover and dedupe: `_cluster_adopt` (moved sessions stay routed here for a grace period and
+* Handover and dedupe: `cluster/_adopt.py` (moved sessions stay routed here for a grace period and
   what arrives for them is sent on; every forward has a message id each session remembers).
-* Fencing: `_cluster_fence` (a node that cannot renew its heartbeat stops serving before the
+* Fencing: `cluster/_fence.py` (a node that cannot renew its heartbeat stops serving before the
   others may adopt it, then rejoins).
 * Shared subscriptions: for each message one node serves each share group (`ShareChooser`).
 
@@ -49,9 +49,12 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from mqim.broker._cluster_adopt import Moved, SeenIndex, deliver_to
-from mqim.broker._cluster_fence import Fence
-from mqim.broker._cluster_keys import (
+from mqim.broker._connection import MqttConnection, State
+from mqim.broker._session import Session
+from mqim.cluster._adopt import Moved, SeenIndex, deliver_to
+from mqim.cluster._exceptions import ClusterError
+from mqim.cluster._fence import Fence
+from mqim.cluster._keys import (
     GROUP,
     ClusterKeys,
     ClusterSettings,
@@ -64,11 +67,8 @@ from mqim.broker._cluster_keys import (
     encode_forward,
     encode_kick,
 )
-from mqim.broker._cluster_routes import LOCAL, RemoteRoutes, ShareChooser
-from mqim.broker._cluster_store import ClusterSessionStore
-from mqim.broker._connection import MqttConnection, State
-from mqim.broker._exceptions import ClusterError
-from mqim.broker._session import Session
+from mqim.cluster._routes import LOCAL, RemoteRoutes, ShareChooser
+from mqim.cluster._store import ClusterSessionStore
 from mqim.storage import (
     QueuedMessage,
     RedisSessionStore,
@@ -419,7 +419,7 @@ class ClusterLink:
             self._filter_changed(topic_filter, False)
 
     def _fence(self, reason: str) -> None:
-        """Stop serving now (see `_cluster_fence`): close every connection, forget the sessions
+        """Stop serving now (see `cluster/_fence.py`): close every connection, forget the sessions
         in memory (not in Redis), drop the queued session writes, stop consuming and writing."""
         if self.fence.fenced:
             return

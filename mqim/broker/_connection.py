@@ -314,9 +314,11 @@ class MqttConnection(asyncio.Protocol):
         # MQTT-3.2.2-5: after a CONNACK with a non-zero return code, close.
         self.write(c.encode_connack(session_present=False, return_code=code))
         self.close(reason)
-        if isinstance(self.transport, asyncio.ReadTransport):
-            # Reading was paused (authentication, a delayed refusal): a WebSocket reader waits
-            # for it to resume before it notices the close. A closing socket transport ignores it.
+        if delayed and isinstance(self.transport, asyncio.ReadTransport):
+            # A delayed refusal paused reading: a WebSocket reader waits for it to resume before
+            # it notices the close. Only then: resuming a socket transport refused during
+            # authentication (a cluster claim that failed) kept its peer's reconnects from being
+            # served (tests/cluster/test_failover.py).
             self.transport.resume_reading()
 
     async def _authenticate(self, connect: c.Connect) -> None:

@@ -96,25 +96,30 @@ def _fill(path: Path, leave: int) -> Path:
     return ballast
 
 
+async def _start(
+    data: Path, tmp_path: Path, log: Path, alice: str, bob: str
+) -> tuple[asyncio.subprocess.Process, _Stream]:
+    """Accounts in a new data directory, `mqim serve` on it, and alice's (unconnected) stream."""
+    await asyncio.to_thread(data.mkdir)
+    async with SqliteStorage(path=data / "mqim.db") as storage:
+        await storage.add_user(alice, password=PASSWORD)
+        await storage.add_user(bob, password=PASSWORD)
+    config = tmp_path / "mqim.toml"
+    config.write_text(_CONFIG)
+    port = free_port()
+    return await start_serve(port, data, log, config=config), _Stream(port=port, user=alice)
+
+
 @pytest.mark.slow
 async def test_full_disk_acknowledges_only_what_is_stored_and_recovers(
     tmp_path: Path, uid: Callable[[str], str]
 ) -> None:
     alice, bob = uid("alice"), uid("bob")
     with _tmpfs(tmp_path / "fs", "12m") as fs:
-        data = fs / "data"
-        data.mkdir()
-        async with SqliteStorage(path=data / "mqim.db") as storage:
-            await storage.add_user(alice, password=PASSWORD)
-            await storage.add_user(bob, password=PASSWORD)
-        config = tmp_path / "mqim.toml"
-        config.write_text(_CONFIG)
-        port = free_port()
-        log = tmp_path / "serve.log"
-        proc = await start_serve(port, data, log, config=config)
-        stream = _Stream(port=port, user=alice)
+        data, log = fs / "data", tmp_path / "serve.log"
+        proc, stream = await _start(data, tmp_path, log, alice, bob)
         try:
-            stream.client.connect("127.0.0.1", port, keepalive=30)
+            stream.client.connect("127.0.0.1", stream.port, keepalive=30)
             stream.client.loop_start()
             ballast = _fill(fs, leave=200_000)
             for n in range(COUNT):
@@ -153,17 +158,9 @@ async def test_kill_9_on_a_full_disk_keeps_every_acknowledged_message(
     alice, bob = uid("alice"), uid("bob")
     with _tmpfs(tmp_path / "fs", "12m") as fs:
         data = fs / "data"
-        data.mkdir()
-        async with SqliteStorage(path=data / "mqim.db") as storage:
-            await storage.add_user(alice, password=PASSWORD)
-            await storage.add_user(bob, password=PASSWORD)
-        config = tmp_path / "mqim.toml"
-        config.write_text(_CONFIG)
-        port = free_port()
-        proc = await start_serve(port, data, tmp_path / "serve.log", config=config)
-        stream = _Stream(port=port, user=alice)
+        proc, stream = await _start(data, tmp_path, tmp_path / "serve.log", alice, bob)
         try:
-            stream.client.connect("127.0.0.1", port, keepalive=30)
+            stream.client.connect("127.0.0.1", stream.port, keepalive=30)
             stream.client.loop_start()
             ballast = _fill(fs, leave=200_000)
             for n in range(COUNT):

@@ -152,8 +152,12 @@ async def test_paused_node_fences_then_rejoins(
         assert link.counters.get("nodes_adopted", 0) >= 1
         await sender.send(5)  # to bob's session, now on n1
         n3.resume()  # SIGCONT: past its deadline, it fences before serving anything
+        # The registration keys are written before the rejoin is logged: wait for both.
         for _ in range(400):
-            if await admin_redis.hexists(KEYS.nodes, "n3") and await admin_redis.exists(KEYS.alive("n3")):
+            registered = await admin_redis.hexists(KEYS.nodes, "n3") and await admin_redis.exists(
+                KEYS.alive("n3")
+            )
+            if registered and "rejoined the cluster" in n3.log_path.read_text(errors="replace"):
                 break
             await asyncio.sleep(0.05)
         else:

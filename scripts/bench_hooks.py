@@ -23,8 +23,8 @@ import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.hooks import HookEndpoint, HooksConfig
+from mqim.server import EmbeddedServer
 
 
 def slow_receiver(delay: float) -> tuple[int, threading.Event]:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.support.mqtt import Paho
 

@@ -522,7 +522,7 @@ max_group_members = 1000000
         for argv in commands:
             await self._run_cli(argv, what=" ".join(argv[2:5]))
         # A running server follows membership changes made by the CLI within its poll interval
-        # (1 s, see mqim.logic._follower); members subscribing before that would be refused.
+        # (1 s, see mqim.server._follower); members subscribing before that would be refused.
         await asyncio.sleep(MEMBERSHIP_FOLLOW_S)
         self._groups.add(group)
 

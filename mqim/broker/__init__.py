@@ -27,11 +27,11 @@ from mqim.broker._exceptions import (
     MalformedPacket,
     ProtocolViolation,
 )
+from mqim.broker._hub import Hub, HubObserver, group_of
 from mqim.broker._limits import KeyedBuckets, TokenBucket, ViolationWindow, address_key
 from mqim.broker._plugins import MqimAuthPlugin
-from mqim.broker._presence import PresenceTracker
-from mqim.broker._receipts import DeliveryReceipts
 from mqim.broker._router import SubscriptionIndex
+from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.broker._sys import SYS_ROOT, SysPublisher
@@ -66,7 +66,8 @@ __all__ = [
     "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",
-    "DeliveryReceipts",
+    "Hub",
+    "HubObserver",
     "InvalidToken",
     "KeyedBuckets",
     "Keyring",
@@ -77,9 +78,9 @@ __all__ = [
     "MqimAuthPlugin",
     "MqimBroker",
     "PasswordAuthenticator",
-    "PresenceTracker",
     "ProtocolViolation",
     "RefreshableAuthenticator",
+    "Session",
     "SharedIndex",
     "StorageAuthenticator",
     "SubscriptionIndex",
@@ -94,6 +95,7 @@ __all__ = [
     "build_authenticator",
     "certificate_user",
     "ensure_keyring",
+    "group_of",
     "issue_token",
     "load_keyring",
     "looks_like_token",

@@ -115,10 +115,10 @@ def broker_command(
     configure_logging(config.log)
     # Imported here so that other commands do not load the broker (and amqtt).
     from mqim.broker import BrokerError
-    from mqim.cli._cluster_server import ClusterServer
     from mqim.cli._serve import admin_options, auth_options, broker_settings, listeners
     from mqim.cluster import ClusterSettings
     from mqim.logic import LogicLimits
+    from mqim.server import ClusterServer
     from mqim.storage import StorageError
 
     async def go() -> None:

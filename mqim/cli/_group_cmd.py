@@ -55,7 +55,7 @@ def _touch(config: MqimConfig) -> None:
         _tell_cluster(cluster.redis_url, cluster.prefix)
         return
     # Imported here so that `mqim --help` does not load the service stack.
-    from mqim.logic import touch_membership_stamp
+    from mqim.server import touch_membership_stamp
 
     try:
         touch_membership_stamp(config.server.data_dir)

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from mqim.broker import AuthOptions, BrokerSettings, Listener
 from mqim.cli._config import MqimConfig
-from mqim.cli._embedded import EmbeddedServer
 from mqim.cli._logging import configure_logging
 from mqim.logic import LogicLimits
+from mqim.server import EmbeddedServer
 from mqim.web import WebOptions
 
 if TYPE_CHECKING:

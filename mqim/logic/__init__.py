@@ -2,20 +2,12 @@
 
 from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable, LogicError, RequestRejected
-from mqim.logic._follower import (
-    STAMP_NAME,
-    MembershipFollower,
-    load_membership,
-    read_memberships,
-    touch_membership_stamp,
-)
 from mqim.logic._inprocess import InProcessBus
 from mqim.logic._limits import LogicLimits
 from mqim.logic._mqtt_bus import MqttBus
 from mqim.logic._service import LogicCounters, LogicService
 
 __all__ = [
-    "STAMP_NAME",
     "BrokerPort",
     "Bus",
     "BusClosed",
@@ -27,11 +19,7 @@ __all__ = [
     "LogicError",
     "LogicLimits",
     "LogicService",
-    "MembershipFollower",
     "MqttBus",
     "Receipt",
     "RequestRejected",
-    "load_membership",
-    "read_memberships",
-    "touch_membership_stamp",
 ]

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from mqim.acl import parse_rule
 from mqim.admin import AdminOptions
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage
 from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho

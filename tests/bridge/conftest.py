@@ -12,7 +12,7 @@ import pytest
 
 from mqim.acl import Rule, parse_rule
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.bridge.mosquitto import Mosquitto, mosquitto_available
 from tests.conftest import free_port
 

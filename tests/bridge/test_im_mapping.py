@@ -22,7 +22,7 @@ from mqim.bridge import (
     save_bridges,
     stable_message_id,
 )
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.bridge.conftest import MosquittoFactory, bridge_config, bridge_session, eventually, mqim_server
 from tests.conftest import PASSWORD, free_port

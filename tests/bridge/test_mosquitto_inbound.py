@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.bridge.conftest import (
     MosquittoFactory,

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from mqim.bridge import BRIDGES_FILENAME, BridgeConfig, BridgesFile, OutboundBridge, save_bridges
 from mqim.cli import app
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.bridge.conftest import MosquittoFactory, eventually, mqim_server
 from tests.bridge.mosquitto import Mosquitto
 from tests.conftest import PASSWORD, free_port

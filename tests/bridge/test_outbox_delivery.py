@@ -31,7 +31,7 @@ from mqim.bridge import (
     outbox_filename,
     save_bridges,
 )
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage
 from tests.bridge.conftest import MosquittoFactory, eventually, mqim_server
 from tests.bridge.mosquitto import Mosquitto

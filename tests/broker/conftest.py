@@ -12,7 +12,7 @@ import pytest
 
 from mqim.acl import AclEngine, parse_rule
 from mqim.broker import BrokerSettings, Listener, MqimBroker
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.broker.aioraw import AioRaw
 from tests.conftest import Users
 from tests.support.mqtt import Paho

@@ -21,7 +21,7 @@ import pytest
 from mqim.acl import AclEngine, Identity, MembershipIndex, parse_rule
 from mqim.broker import BrokerSettings, Listener
 from mqim.broker._hub import Hub
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind, SqliteStorage
 from tests.broker.aioraw import (
     DISCONNECT,

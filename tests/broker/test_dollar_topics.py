@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.broker.aioraw import PUBACK, PUBCOMP, PUBREC, PUBREL, ack
 from tests.broker.conftest import RawFactory, ServerFactory, broker_of
 from tests.support.mqtt import Raw

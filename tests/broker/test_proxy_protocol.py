@@ -19,7 +19,7 @@ from mqim.broker._proxy import (
     encode_v1,
     encode_v2,
 )
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.broker.aioraw import AioRaw
 from tests.broker.conftest import ServerFactory
 from tests.support.mqtt import Raw

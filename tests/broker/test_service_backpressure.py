@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho

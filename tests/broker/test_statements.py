@@ -19,8 +19,8 @@ from collections.abc import Callable
 
 import pytest
 
-from mqim.cli._embedded import EmbeddedServer
 from mqim.mqtt import REFUSED_BAD_CREDENTIALS, REFUSED_IDENTIFIER, REFUSED_UNAVAILABLE
+from mqim.server import EmbeddedServer
 from tests.broker.aioraw import (
     CONNACK,
     DISCONNECT,

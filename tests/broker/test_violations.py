@@ -10,7 +10,7 @@ import struct
 
 import pytest
 
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.broker.aioraw import PUBACK, PUBCOMP, PUBREL, SUBACK, UNSUBACK, AioRaw, ack, unsubscribe_packet
 from tests.broker.conftest import RawFactory, broker_of
 from tests.support.mqtt import Raw

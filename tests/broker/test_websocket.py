@@ -17,8 +17,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
 from mqim.broker import Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.protocol import InboxKind, inbox_topic
+from mqim.server import EmbeddedServer
 from tests.broker.conftest import ServerFactory
 from tests.conftest import PASSWORD, Users
 from tests.support.mqtt import Paho, Raw

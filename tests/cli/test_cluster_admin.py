@@ -18,8 +18,8 @@ import redis
 from typer.testing import CliRunner
 
 from mqim.cli import app, load_config
-from mqim.cli._cluster_notify import membership_stamp_key
 from mqim.cli._exceptions import ConfigError
+from mqim.server import membership_stamp_key
 from mqim.storage import AccountKind, MongoStorage
 from tests.support.servers import MongoServer, RedisServer, mongo_proc, redis_proc
 

@@ -11,9 +11,9 @@ import pytest
 
 from mqim.broker import BrokerSettings, Listener
 from mqim.cli import ConfigError, load_config
-from mqim.cli._embedded import EmbeddedServer
 from mqim.cli._logic_cmd import LogicTarget, resolve_target
 from mqim.client import MqimClient
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.client import AuthError, Incoming, MqimClient, SendError
 from mqim.protocol import DeliveredMessage, ErrorCode, direct_conv
+from mqim.server import EmbeddedServer
 from tests.conftest import PASSWORD, Users, free_port
 
 MQIM = Path(sys.executable).parent / "mqim"

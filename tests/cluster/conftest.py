@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._cluster_server import ClusterServer
 from mqim.cluster import ClusterSettings
+from mqim.server import ClusterServer
 from mqim.storage import AccountKind, MongoStorage
 from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho

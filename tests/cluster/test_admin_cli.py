@@ -16,9 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from mqim.broker import AuthOptions, BrokerSettings, Listener
-from mqim.cli._cluster_server import ClusterServer
 from mqim.cluster import ClusterSettings
 from mqim.protocol import group_filter
+from mqim.server import ClusterServer
 from tests.cluster.conftest import Cluster
 from tests.cluster.test_routing import _wait_routes
 from tests.cluster.test_shared import SHARED_UP, worker_process

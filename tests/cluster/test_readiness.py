@@ -10,7 +10,7 @@ from typing import Any
 
 from mqim.admin import AdminOptions
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._cluster_server import ClusterServer
+from mqim.server import ClusterServer
 from tests.cluster.conftest import Cluster, cluster_settings
 from tests.support.servers import RedisServer
 

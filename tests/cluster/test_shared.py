@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicService, MqttBus
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.cluster.conftest import Cluster
 from tests.cluster.test_routing import _wait_routes

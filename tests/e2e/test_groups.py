@@ -6,8 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicLimits
+from mqim.server import EmbeddedServer
 from mqim.storage import Role, SqliteStorage
 from tests.conftest import Users
 from tests.e2e._im import cmd, cmd_ok

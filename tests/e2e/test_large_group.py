@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import _passwords
 from tests.conftest import PASSWORD, Users
 from tests.e2e._im import cmd_ok

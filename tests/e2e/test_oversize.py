@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.conftest import Users
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.broker._presence import supersedes
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
+from mqim.server._presence import supersedes
 from mqim.storage import RetainedRecord, SqliteSessionStore
 from tests.conftest import PASSWORD, Users
 from tests.e2e._im import cmd_ok

@@ -14,9 +14,9 @@ import pytest
 
 from mqim.broker import BrokerSettings, Listener
 from mqim.cli._cluster_cmd import SHARED_UP_FILTER
-from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicService, MqttBus
 from mqim.protocol import direct_conv
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD
 from tests.support.mqtt import Paho

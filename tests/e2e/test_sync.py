@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.logic import LogicLimits
+from mqim.server import EmbeddedServer
 from tests.conftest import Users
 from tests.e2e._im import cmd_ok, dm, request, sync_all
 from tests.support.mqtt import Paho

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
 from mqim.hooks import DELIVERY_HEADER, EVENT_HEADER, HookEndpoint, HooksConfig
+from mqim.server import EmbeddedServer
 from tests.conftest import Users
 from tests.e2e._im import cmd_ok, dm
 from tests.hooks.receiver import Receiver, Request

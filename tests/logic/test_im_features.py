@@ -9,16 +9,17 @@ from pathlib import Path
 import pytest
 
 from mqim.acl import MembershipIndex
-from mqim.logic import LogicLimits, MembershipFollower, load_membership, touch_membership_stamp
+from mqim.logic import LogicLimits
 from mqim.logic._conv_access import ConvTarget, direct_target
 from mqim.logic._exceptions import RequestRejected
-from mqim.logic._follower import STAMP_NAME, first_contact, group_event_delta
 from mqim.logic._groups import successor
 from mqim.logic._read import read_receipt
 from mqim.logic._send import op_problem
 from mqim.logic._typing import RateLimiter
 from mqim.logic._validate import parse_send
 from mqim.protocol import ErrorCode
+from mqim.server import MembershipFollower, load_membership, touch_membership_stamp
+from mqim.server._follower import STAMP_NAME, first_contact, group_event_delta
 from mqim.storage import GroupRecord, MessageRecord, NewMessage, Role, SqliteStorage
 
 LIMITS = LogicLimits()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import Users
 from tests.support.mqtt import Paho

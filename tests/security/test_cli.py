@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from mqim.broker import TOKEN_KEYS_FILENAME, load_keyring, verify_token
 from mqim.cli import app
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage
 from tests.conftest import Users
 from tests.security.conftest import eventually

@@ -17,7 +17,7 @@ import pytest
 from mqim.broker import AuthenticationBusy, AuthOptions, StorageAuthenticator
 from mqim.broker._auth import ConnectRequest, PasswordCheckStats
 from mqim.broker._backoff import BackoffPolicy
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage
 from tests.conftest import PASSWORD
 from tests.security.conftest import settings, started

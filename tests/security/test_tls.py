@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from mqim.broker import AuthOptions, CertUserField, Listener, certificate_user
-from mqim.cli._embedded import EmbeddedServer
+from mqim.server import EmbeddedServer
 from tests.conftest import PASSWORD
 from tests.security.conftest import started
 from tests.support.mqtt import Paho

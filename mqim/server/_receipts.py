@@ -27,8 +27,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import TypeVar
 
-from mqim.broker._hub import Hub, group_of
-from mqim.broker._session import Session
+from mqim.broker import Hub, Session, group_of
 from mqim.protocol import PREFIX, InboxKind, Receipt, inbox_topic, is_valid_id
 from mqim.storage import Storage, StorageError
 

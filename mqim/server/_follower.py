@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqim.acl import MembershipIndex
-from mqim.logic._bus import BrokerPort
+from mqim.logic import BrokerPort
 from mqim.protocol import PREFIX, InvalidId, is_valid_id, parse_conv
 from mqim.storage import Storage, StorageError
 

@@ -19,20 +19,18 @@ from mqim.bridge import BridgeService, committer_barrier
 from mqim.broker import (
     AuthOptions,
     BrokerSettings,
-    DeliveryReceipts,
     Listener,
     MqimBroker,
-    PresenceTracker,
 )
-from mqim.cli._compose import make_broker, start_embedded_logic
 from mqim.hooks import HooksConfig, HookService
 from mqim.logic import (
-    STAMP_NAME,
     LogicLimits,
     LogicService,
-    MembershipFollower,
-    load_membership,
 )
+from mqim.server._compose import make_broker, start_embedded_logic
+from mqim.server._follower import STAMP_NAME, MembershipFollower, load_membership
+from mqim.server._presence import PresenceTracker
+from mqim.server._receipts import DeliveryReceipts
 from mqim.storage import SqliteSessionStore, SqliteStorage
 from mqim.web import HttpServer, WebOptions
 

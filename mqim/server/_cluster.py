@@ -21,21 +21,19 @@ from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_p
 from mqim.broker import (
     AuthOptions,
     BrokerSettings,
-    DeliveryReceipts,
     Listener,
     MqimBroker,
-    PresenceTracker,
 )
-from mqim.cli._cluster_notify import redis_stamp_source
-from mqim.cli._compose import make_broker, start_embedded_logic
 from mqim.cluster import ClusterLink, ClusterSettings
 from mqim.logic import (
     LogicLimits,
     LogicService,
-    MembershipFollower,
-    load_membership,
 )
-from mqim.logic._follower import CONTACT_EVENTS, GROUP_EVENTS
+from mqim.server._compose import make_broker, start_embedded_logic
+from mqim.server._follower import CONTACT_EVENTS, GROUP_EVENTS, MembershipFollower, load_membership
+from mqim.server._presence import PresenceTracker
+from mqim.server._receipts import DeliveryReceipts
+from mqim.server._stamps import redis_stamp_source
 from mqim.storage import MongoStorage, RedisSessionStore
 
 log = logging.getLogger("mqim.cluster")

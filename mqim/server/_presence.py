@@ -24,8 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from mqim.broker._hub import Hub
-from mqim.broker._session import Session
+from mqim.broker import Hub, Session
 from mqim.protocol import PREFIX, Presence, PresenceState, is_valid_id, presence_topic
 
 log = logging.getLogger("mqim.broker.presence")

@@ -254,6 +254,21 @@ class MqttConnection(asyncio.Protocol):
             else:
                 transport.close()
 
+    def evict(self, reason: str, *, will: bool = False) -> None:
+        """Abort at once, leaving the session to another owner (a cluster take-over or fence).
+
+        The session is detached first, so this connection's `connection_lost` touches it no
+        more; `will` publishes the client's will before (its session was taken over).
+        """
+        session = self.session
+        if will:
+            self.broker.publish_will(self)
+        self.session = None
+        if session is not None:
+            self.hub.disconnected(session)
+        self.state = State.CLOSED
+        self.close(reason, abort=True)
+
     def _violation(self, reason: str) -> None:
         self.hub.counters.protocol_errors += 1
         who = self.session.client_id if self.session else self.peer

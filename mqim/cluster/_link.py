@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-from mqim.broker._connection import MqttConnection, State
+from mqim.broker._connection import MqttConnection
 from mqim.broker._session import Session
 from mqim.cluster._adopt import Moved, SeenIndex, deliver_to
 from mqim.cluster._exceptions import ClusterError
@@ -436,10 +436,7 @@ class ClusterLink:
             for session in list(hub.sessions.values()):
                 conn = session.conn
                 if isinstance(conn, MqttConnection):
-                    conn.session = None  # its connection_lost must not touch the session again
-                    hub.disconnected(session)
-                    conn.state = State.CLOSED
-                    conn.close("cluster node fenced", abort=True)
+                    conn.evict("cluster node fenced")
                     closed += 1
                 if hub.sessions.get(session.client_id) is session:
                     del hub.sessions[session.client_id]
@@ -962,11 +959,7 @@ class ClusterLink:
         if session is not None:
             conn = session.conn
             if isinstance(conn, MqttConnection):
-                self.broker.publish_will(conn)
-                conn.session = None  # its connection_lost must not touch the session again
-                hub.disconnected(session)
-                conn.state = State.CLOSED
-                conn.close(f"session taken over by node {kick.by}", abort=True)
+                conn.evict(f"session taken over by node {kick.by}", will=True)
             if session.persistent and hub.sessions.get(kick.client_id) is session:
                 # Hand over: forget it here without deleting it from the shared store; its
                 # routes stay here for a grace period and what arrives for it is sent on.

@@ -3,22 +3,15 @@
 The pieces: MQTT topic/filter matching with exact subset and intersection (`_matcher`), the rule
 model (`_rules`) and its text format (`_syntax`), the membership lookup (`_membership`), the
 built-in v1 rules (`_builtin`), the caching evaluator (`_engine`) and the receive scopes of
-wildcard subscriptions, compiled once per SUBSCRIBE (`_intersect`).
+wildcard subscriptions (`_scope`), compiled once per SUBSCRIBE (`_intersect`, from the grants of
+`_grants`, with the filter algebra of `_meet` and the tries of `_filter_trie`).
 """
 
 from mqim.acl._builtin import describe_builtins
 from mqim.acl._engine import DEFAULT_DENY, INVALID_REQUEST, MAX_CACHED_TOPIC_LENGTH, AclEngine, Decision
 from mqim.acl._exceptions import AclError, InvalidIdentity, InvalidRule, RuleSyntaxError
-from mqim.acl._intersect import (
-    DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION,
-    MAX_SCOPE_OWNERS,
-    MembershipListing,
-    ReceiveScope,
-    ScopePart,
-    compile_receive_scope,
-    find_witness,
-    meet_levels,
-)
+from mqim.acl._intersect import MAX_SCOPE_OWNERS, compile_receive_scope
+from mqim.acl._listing import MembershipListing
 from mqim.acl._matcher import (
     MAX_TOPIC_BYTES,
     filter_is_subset,
@@ -28,6 +21,7 @@ from mqim.acl._matcher import (
     split_shared,
     topic_matches,
 )
+from mqim.acl._meet import find_witness, meet_levels
 from mqim.acl._membership import (
     MembershipIndex,
     MembershipListener,
@@ -35,6 +29,7 @@ from mqim.acl._membership import (
     ObservableMembership,
 )
 from mqim.acl._rules import Action, Effect, Identity, IdentityKind, Rule, Subject, SubjectKind
+from mqim.acl._scope import DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION, ReceiveScope, ScopePart
 from mqim.acl._syntax import format_rule, parse_rule, parse_rules
 
 __all__ = [

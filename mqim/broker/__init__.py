@@ -28,8 +28,8 @@ from mqim.broker._exceptions import (
     ProtocolViolation,
 )
 from mqim.broker._hub import Hub, HubObserver, group_of
-from mqim.broker._limits import KeyedBuckets, TokenBucket, ViolationWindow, address_key
 from mqim.broker._plugins import MqimAuthPlugin
+from mqim.broker._ratelimit import KeyedBuckets, TokenBucket, ViolationWindow, address_key
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings

@@ -1,5 +1,6 @@
 """The mqim broker: amqtt's `Broker` with mqim's connection handling, routing and durable sessions."""
 
+from mqim._util import KeyedBuckets, TokenBucket
 from mqim.broker._auth import (
     DEFAULT_AUTH_METHODS,
     TOKEN_KEYS_FILENAME,
@@ -29,7 +30,7 @@ from mqim.broker._exceptions import (
 )
 from mqim.broker._hub import Hub, HubObserver, group_of
 from mqim.broker._plugins import MqimAuthPlugin
-from mqim.broker._ratelimit import KeyedBuckets, TokenBucket, ViolationWindow, address_key
+from mqim.broker._ratelimit import ViolationWindow, address_key
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings

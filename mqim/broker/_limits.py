@@ -1,5 +1,9 @@
-"""The old import path of `mqim.broker._ratelimit`, kept until `_broker.py` and `_auth.py` import from it."""
+"""The old import path of the broker's limits, kept until `_broker.py` and `_auth.py` switch.
 
-from mqim.broker._ratelimit import KeyedBuckets, TokenBucket, ViolationWindow, address_key
+They now live in `mqim.broker._ratelimit` and (the token buckets) `mqim._util`.
+"""
+
+from mqim._util import KeyedBuckets, TokenBucket
+from mqim.broker._ratelimit import ViolationWindow, address_key
 
 __all__ = ["KeyedBuckets", "TokenBucket", "ViolationWindow", "address_key"]

@@ -22,7 +22,7 @@ from mqim.logic._requests import Handler, Uplink
 from mqim.logic._send import SendHandler
 from mqim.logic._sync import HistoryHandler, SyncHandler
 from mqim.logic._tasks import raise_if_cancelling
-from mqim.logic._typing import TypingHandler
+from mqim.logic._typing_indicator import TypingHandler
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import extract_ref, unsupported_kind_message
 from mqim.protocol import ErrorCode, InvalidTopic, UpKind, parse_up_topic

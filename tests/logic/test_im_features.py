@@ -15,7 +15,7 @@ from mqim.logic._exceptions import RequestRejected
 from mqim.logic._groups import successor
 from mqim.logic._read import read_receipt
 from mqim.logic._send import op_problem
-from mqim.logic._typing import RateLimiter
+from mqim.logic._typing_indicator import RateLimiter
 from mqim.logic._validate import parse_send
 from mqim.protocol import ErrorCode
 from mqim.server import MembershipFollower, load_membership, touch_membership_stamp

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
+from mqim._util import KeyedBuckets
 from mqim.logic._conv_access import conv_target
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
@@ -27,38 +27,6 @@ from mqim.protocol import (
 from mqim.storage import StorageError
 
 _log = logging.getLogger(__name__)
-
-
-class RateLimiter:
-    """A token bucket per key, in a bounded table (least recently seen keys leave). Pure: time is passed in.
-
-    Args:
-        rate: Tokens added per second.
-        burst: Bucket size (and a new key's tokens).
-        max_keys: Most keys tracked; a key that left starts again with a full bucket.
-    """
-
-    def __init__(self, *, rate: float, burst: int, max_keys: int) -> None:
-        self._rate = rate
-        self._burst = float(burst)
-        self._max_keys = max_keys
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, key: str, *, now: float) -> bool:
-        """Take one token for `key` if it has one."""
-        tokens, last = self._buckets.get(key, (self._burst, now))
-        tokens = min(self._burst, tokens + (now - last) * self._rate)
-        allowed = tokens >= 1.0
-        if allowed:
-            tokens -= 1.0
-        self._buckets[key] = (tokens, now)
-        self._buckets.move_to_end(key)
-        while len(self._buckets) > self._max_keys:
-            self._buckets.popitem(last=False)
-        return allowed
-
-    def __len__(self) -> int:
-        return len(self._buckets)
 
 
 class TypingHandler:
@@ -90,7 +58,7 @@ class TypingHandler:
         self._groups = groups
         self._limits = limits
         self._monotonic = monotonic
-        self._rate = RateLimiter(
+        self._rate: KeyedBuckets[str] = KeyedBuckets(
             rate=limits.typing_per_s, burst=limits.typing_burst, max_keys=limits.rate_table_size
         )
         self.dropped = 0
@@ -111,7 +79,7 @@ class TypingHandler:
             if key in seen:
                 continue
             seen.add(key)
-            if not self._rate.allow(up.sender, now=now):
+            if not self._rate.take(up.sender, now):
                 self.dropped += 1
                 if up.sender not in limited:
                     limited.add(up.sender)

@@ -15,7 +15,6 @@ from mqim.logic._exceptions import RequestRejected
 from mqim.logic._groups import successor
 from mqim.logic._read import read_receipt
 from mqim.logic._send import op_problem
-from mqim.logic._typing_indicator import RateLimiter
 from mqim.logic._validate import parse_send
 from mqim.protocol import ErrorCode
 from mqim.server import MembershipFollower, load_membership, touch_membership_stamp
@@ -96,16 +95,6 @@ def test_owner_successor_prefers_admins() -> None:
     members["carl"] = Role.MEMBER
     assert successor(GroupRecord(group_id="g", name="g", members=members), "zed") == "amy"
     assert successor(GroupRecord(group_id="g", name="g", members={"zed": Role.OWNER}), "zed") is None
-
-
-def test_rate_limiter_refills_and_stays_bounded() -> None:
-    limiter = RateLimiter(rate=2.0, burst=3, max_keys=2)
-    assert [limiter.allow("a", now=0.0) for _ in range(4)] == [True, True, True, False]
-    assert limiter.allow("a", now=0.5)  # one token back after 0.5 s at 2/s
-    assert not limiter.allow("a", now=0.5)
-    limiter.allow("b", now=1.0)
-    limiter.allow("c", now=1.0)
-    assert len(limiter) == 2
 
 
 def test_group_event_deltas() -> None:

@@ -1,21 +1,19 @@
 """The `mqim` command line (typer) and its configuration model."""
 
 from mqim.cli._app import app, main
-from mqim.cli._config import (
+from mqim.cli._broker_url import BrokerUrl, parse_broker_url
+from mqim.cli._config import MqimConfig, load_config
+from mqim.cli._exceptions import CliError, ConfigError
+from mqim.cli._logging import configure_logging
+from mqim.cli._sections import (
     AuthConfig,
-    BrokerUrl,
     ClusterConfig,
     LimitsConfig,
     LogConfig,
     LogicConfig,
-    MqimConfig,
     ServerConfig,
     TlsConfig,
-    load_config,
-    parse_broker_url,
 )
-from mqim.cli._exceptions import CliError, ConfigError
-from mqim.cli._logging import configure_logging
 
 __all__ = [
     "AuthConfig",

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import Any
 
-from mqim.cli._config import LogConfig
+from mqim.cli._sections import LogConfig
 
 _HANDLER_NAME = "mqim-cli"
 

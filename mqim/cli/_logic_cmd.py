@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mqim.cli._broker_url import parse_broker_url
 from mqim.cli._common import (
     ConfigOpt,
     DatabaseOpt,
@@ -22,7 +23,7 @@ from mqim.cli._common import (
     storage_config,
     tls_context,
 )
-from mqim.cli._config import MqimConfig, parse_broker_url
+from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError, ConfigError
 from mqim.cli._logging import configure_logging
 

@@ -23,6 +23,7 @@ from collections import deque
 from collections.abc import Callable, Collection
 from typing import Final, Literal, Protocol
 
+from mqim._util import worth_logging
 from mqim.hooks._config import HookEventName, HooksConfig
 from mqim.hooks._events import StoredMessage, message_event, presence_event, preview_of, read_message
 from mqim.protocol import PREFIX
@@ -122,7 +123,7 @@ class HookTrigger:
         if len(self._pending) >= self._max_pending:
             self._pending.popleft()
             self.dropped += 1
-            if self.dropped & (self.dropped - 1) == 0:
+            if worth_logging(self.dropped):
                 log.warning("hooks: %d routed messages dropped before becoming events", self.dropped)
         self._pending.append((kind, name, payload))
         self._wake.set()

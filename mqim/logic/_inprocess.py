@@ -7,6 +7,7 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from mqim._util import worth_logging
 from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt, received_stamp
 from mqim.logic._exceptions import BusClosed, BusUnavailable
 from mqim.protocol import UP_FILTER
@@ -126,7 +127,7 @@ class InProcessBus(Bus):
     def _on_message(self, topic: str, payload: bytes, receipt: Receipt | None) -> None:
         if len(self._pending) >= self._max_pending:
             self.overflowed += 1
-            if self.overflowed & (self.overflowed - 1) == 0:  # 1st, 2nd, 4th...: visible, no flood
+            if worth_logging(self.overflowed):
                 _log.warning("in-process bus full: %d requests refused so far", self.overflowed)
             if receipt is not None:
                 receipt.fail()  # not acknowledged: the sender still has it and sends it again

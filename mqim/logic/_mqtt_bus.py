@@ -15,6 +15,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 from mqim import mqtt
+from mqim._util import worth_logging
 from mqim.logic._bus import Bus, Inbound, received_stamp
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable
 from mqim.logic._mqtt_link import LinkClosed, MqttLink
@@ -383,7 +384,7 @@ class MqttBus(Bus):
     def _received(self, pub: mqtt.Publish, connection: int) -> None:
         if len(self._queue) >= self._max_queued:
             self.overflowed += 1
-            if self.overflowed & (self.overflowed - 1) == 0:  # 1st, 2nd, 4th...: visible, no flood
+            if worth_logging(self.overflowed):
                 _log.warning("MQTT bus full: %d requests left unacknowledged so far", self.overflowed)
             if self.on_overflow is not None:
                 try:

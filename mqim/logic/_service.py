@@ -9,6 +9,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from mqim._util import worth_logging
 from mqim.acl import MembershipIndex
 from mqim.logic._bus import Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError
@@ -34,11 +35,6 @@ _log = logging.getLogger(__name__)
 
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-def _worth_logging(count: int) -> bool:
-    # Log the 1st, 2nd, 4th, 8th... occurrence: visible without flooding the log under load.
-    return count & (count - 1) == 0
 
 
 @dataclass(slots=True)
@@ -188,7 +184,7 @@ class LogicService:
             sender = None
         if sender is None or len(self._rejections) >= self._limits.max_pending_rejections:
             self.counters.overflow_unanswered += 1
-            if _worth_logging(self.counters.overflow_unanswered):
+            if worth_logging(self.counters.overflow_unanswered):
                 _log.warning(
                     "overloaded: %d requests dropped without a reply (latest on %r)",
                     self.counters.overflow_unanswered,
@@ -207,7 +203,7 @@ class LogicService:
             )
         )
         self.counters.overflow_answered += 1
-        if _worth_logging(self.counters.overflow_answered):
+        if worth_logging(self.counters.overflow_answered):
             _log.warning("overloaded: %d requests answered rate_limited", self.counters.overflow_answered)
 
     def forget_user(self, user_id: str) -> None:
@@ -225,7 +221,7 @@ class LogicService:
             except InvalidTopic as exc:
                 # No valid user in the topic: there is nobody to answer.
                 self.counters.invalid_topics += 1
-                if _worth_logging(self.counters.invalid_topics):
+                if worth_logging(self.counters.invalid_topics):
                     _log.warning(
                         "dropping request on an invalid topic (%d so far): %s",
                         self.counters.invalid_topics,

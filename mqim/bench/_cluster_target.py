@@ -20,8 +20,11 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mqim.bench._cluster_tools import redis_server_binary
 from mqim.bench._exceptions import TargetError
-from mqim.bench._targets import LOOPBACK, MqimTarget, ProcessTarget, _wait_for_line, redis_server_binary
+from mqim.bench._host import LOOPBACK
+from mqim.bench._mqim_target import MqimTarget, wait_for_line
+from mqim.bench._target import ProcessTarget
 
 CLUSTER_DATABASE = "mqim-bench"
 """MongoDB database of the bench cluster (a fresh SecantusDB each run)."""
@@ -103,7 +106,7 @@ class ClusterNode(ProcessTarget):
         # The listener opens before the node has joined the cluster; it prints this line after.
         assert self._proc is not None
         assert self._log_path is not None
-        await _wait_for_line(
+        await wait_for_line(
             self._proc, self._log_path, f"mqim node {self.node_id} listening", what=f"node {self.node_id}"
         )
 

@@ -13,7 +13,8 @@ from pathlib import Path
 from mqim.bench._exceptions import BenchError, InvalidParameter, TargetError, UnknownScenario
 from mqim.bench._machine import machine_info
 from mqim.bench._report import BenchReport, ScenarioResult
-from mqim.bench._targets import Target, make_target
+from mqim.bench._target import Target
+from mqim.bench._targets import make_target
 from mqim.bench.scenarios import SCENARIOS, BenchParams, Scenario, ScenarioContext
 
 ALL = "all"

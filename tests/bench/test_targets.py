@@ -21,8 +21,9 @@ from mqim.bench import (
     scenario_names,
 )
 from mqim.bench._adapters import IM_GROUP, IM_SENDER, member_user
+from mqim.bench._host import free_port, process_tree_rss
+from mqim.bench._plain_targets import ExternalTarget
 from mqim.bench._procs import child_env
-from mqim.bench._targets import ExternalTarget, free_port, process_tree_rss
 
 
 def test_builtin_names_and_urls() -> None:

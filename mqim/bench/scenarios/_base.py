@@ -12,7 +12,7 @@ from typing import Any
 
 from mqim.bench._messages import ClientsSpec, PublisherSpec
 from mqim.bench._procs import WorkerProcess, open_worker
-from mqim.bench._targets import Target
+from mqim.bench._target import Target
 
 Figure = float | int | None
 

@@ -13,7 +13,8 @@ from typing import Literal
 
 from mqim.bench._adapters import IM_RECEIVER, IM_SENDER, AdapterSpec
 from mqim.bench._cluster_target import RunningCluster, open_cluster
-from mqim.bench._targets import LOOPBACK, Target
+from mqim.bench._host import LOOPBACK
+from mqim.bench._target import Target
 from mqim.bench.scenarios._base import BenchParams, Figure, Outcome, Scenario, ScenarioContext
 from mqim.bench.scenarios._p2p import P2P_COLUMNS
 from mqim.bench.scenarios._phases import PhaseResult, pair_phase

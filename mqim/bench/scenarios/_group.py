@@ -29,7 +29,7 @@ from mqim.bench._messages import (
     StopCmd,
 )
 from mqim.bench._procs import WorkerProcess
-from mqim.bench._targets import Target
+from mqim.bench._target import Target
 from mqim.bench.scenarios._base import Column, Figure, Outcome, Scenario, ScenarioContext
 from mqim.bench.scenarios._phases import ACK_TIMEOUT_S, READY_TIMEOUT_S, SPAWN_TIMEOUT_S
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from mqim.bench._adapters import crowd_user
-from mqim.bench._targets import Target
+from mqim.bench._target import Target
 from mqim.bench.scenarios._base import Column, Figure, Outcome, Scenario, ScenarioContext
 from mqim.bench.scenarios._phases import CrowdStats, crowd
 

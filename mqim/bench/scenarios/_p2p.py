@@ -7,7 +7,7 @@ loop (latency percentiles at a stated rate). Loss and duplicates are counted in 
 from __future__ import annotations
 
 from mqim.bench._adapters import IM_RECEIVER, IM_SENDER, crowd_user
-from mqim.bench._targets import Target
+from mqim.bench._target import Target
 from mqim.bench.scenarios._base import BenchParams, Column, Figure, Outcome, Scenario, ScenarioContext
 from mqim.bench.scenarios._phases import CrowdStats, PhaseResult, crowd, p2p_phase
 

@@ -26,7 +26,7 @@ from mqim.bench._messages import (
     StopCmd,
 )
 from mqim.bench._procs import WorkerProcess
-from mqim.bench._targets import Target
+from mqim.bench._target import Target
 from mqim.bench.scenarios._base import ScenarioContext
 
 SPAWN_TIMEOUT_S = 30.0

@@ -12,9 +12,10 @@ what time is and the tests can walk through time exactly.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Generic, TypeVar
+
+from cachetools import LRUCache
 
 _K = TypeVar("_K", bound=Hashable)
 
@@ -87,7 +88,7 @@ class KeyedBuckets(Generic[_K]):
         self.rate = rate
         self.burst = burst
         self.max_keys = max_keys
-        self._buckets: OrderedDict[_K, TokenBucket] = OrderedDict()
+        self._buckets: LRUCache[_K, TokenBucket] = LRUCache(maxsize=max_keys)
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -98,13 +99,11 @@ class KeyedBuckets(Generic[_K]):
     def take(self, key: _K, now: float, cost: float = 1.0) -> bool:
         """Take `cost` tokens from the bucket of `key` (created full); return whether it did."""
         buckets = self._buckets
-        bucket = buckets.get(key)
-        if bucket is None:
+        try:
+            bucket = buckets[key]  # a use: the key becomes the most recent
+        except KeyError:
+            # Full: the least recently used key leaves to make room.
             bucket = buckets[key] = TokenBucket(rate=self.rate, burst=self.burst, now=now)
-            if len(buckets) > self.max_keys:
-                buckets.popitem(last=False)
-        else:
-            buckets.move_to_end(key)
         return bucket.take(now, cost)
 
     def forget(self, key: _K) -> None:

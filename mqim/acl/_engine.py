@@ -31,9 +31,10 @@ The engine is synchronous, does no I/O and is not thread-safe: use it from one t
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from cachetools import LRUCache
 
 from mqim.acl._builtin import BUILTIN_CHECKS
 from mqim.acl._checks import Check, Request, StaticCheck
@@ -136,7 +137,7 @@ class AclEngine:
         self._membership = membership
         self._builtin = builtin
         self._cache_size = cache_size
-        self._cache: OrderedDict[_CacheKey, Decision] = OrderedDict()
+        self._cache: LRUCache[_CacheKey, Decision] = LRUCache(maxsize=cache_size)
         self._by_user: dict[str, set[_CacheKey]] = {}
         self._rules: tuple[Rule, ...] = ()
         self._denies: tuple[Check, ...] = ()
@@ -210,26 +211,26 @@ class AclEngine:
 
     def _store(self, key: _CacheKey, decision: Decision) -> None:
         cache = self._cache
-        cache[key] = decision
-        self._by_user.setdefault(key[0].user, set()).add(key)
-        if len(cache) > self._cache_size:
-            old, _ = cache.popitem(last=False)
+        if len(cache) >= self._cache_size:
+            # Full: the least recently used decision leaves, and its entry in the user index.
+            old, _ = cache.popitem()
             keys = self._by_user.get(old[0].user)
             if keys is not None:
                 keys.discard(old)
                 if not keys:
                     del self._by_user[old[0].user]
+        cache[key] = decision
+        self._by_user.setdefault(key[0].user, set()).add(key)
 
     # -- decisions ---------------------------------------------------------------------------
 
     def allowed(self, identity: Identity, action: Action, topic: str) -> bool:
         """Return whether `identity` may perform `action` on `topic` (a filter for SUBSCRIBE)."""
         key = (identity, action, topic)
-        decision = self._cache.get(key)
-        if decision is not None:
-            self._cache.move_to_end(key)
-            return decision.allowed
-        return self._decide_and_store(key).allowed
+        try:
+            return self._cache[key].allowed  # a hit is a use: the entry becomes the most recent
+        except KeyError:
+            return self._decide_and_store(key).allowed
 
     def decide(self, identity: Identity, action: Action, topic_or_filter: str) -> Decision:
         """Decide a request and explain the decision (see the module docstring for the rules).
@@ -240,11 +241,10 @@ class AclEngine:
             topic_or_filter: The topic name, or the topic filter for SUBSCRIBE.
         """
         key = (identity, action, topic_or_filter)
-        decision = self._cache.get(key)
-        if decision is not None:
-            self._cache.move_to_end(key)
-            return decision
-        return self._decide_and_store(key)
+        try:
+            return self._cache[key]  # a hit is a use: the entry becomes the most recent
+        except KeyError:
+            return self._decide_and_store(key)
 
     def _decide_and_store(self, key: _CacheKey) -> Decision:
         identity, action, text = key

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from cachetools import LRUCache
 
 
 class DedupWindow:
@@ -19,7 +19,7 @@ class DedupWindow:
         if max_entries < 1:
             raise ValueError(f"max_entries must be >= 1, got {max_entries}")
         self._max_entries = max_entries
-        self._seen: OrderedDict[tuple[str, int], None] = OrderedDict()
+        self._seen: LRUCache[tuple[str, int], None] = LRUCache(maxsize=max_entries)
 
     @property
     def max_entries(self) -> int:
@@ -35,11 +35,8 @@ class DedupWindow:
     def seen(self, conv: str, seq: int) -> bool:
         """Record `(conv, seq)` and return True if it was already in the window."""
         key = (conv, seq)
-        if key in self._seen:
-            # Refresh: a pair that keeps coming back should stay remembered.
-            self._seen.move_to_end(key)
-            return True
+        known = key in self._seen
+        # Known: refreshed (a pair that keeps coming back should stay remembered). New: the
+        # oldest pair leaves when the window is full.
         self._seen[key] = None
-        if len(self._seen) > self._max_entries:
-            self._seen.popitem(last=False)
-        return False
+        return known

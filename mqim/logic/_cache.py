@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Generic, TypeVar
+
+from cachetools import LRUCache
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -20,31 +21,27 @@ class TtlLru(Generic[K, V]):
     def __init__(self, *, maxsize: int, ttl: float) -> None:
         if maxsize <= 0:
             raise ValueError(f"maxsize must be positive, got {maxsize}")
-        self._maxsize = maxsize
         self._ttl = ttl
-        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self._entries: LRUCache[K, tuple[float, V]] = LRUCache(maxsize=maxsize)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: K, *, now: float) -> tuple[bool, V | None]:
         """Return `(True, value)` for a fresh entry, else `(False, None)` (expired ones leave)."""
-        entry = self._entries.get(key)
+        entry = self._entries.get(key)  # a use: the entry becomes the most recent
         if entry is None:
             return False, None
         expires, value = entry
         if now >= expires:
             del self._entries[key]
             return False, None
-        self._entries.move_to_end(key)
         return True, value
 
     def put(self, key: K, value: V, *, now: float) -> None:
         """Store `value` for `key` until `now + ttl`."""
+        # Full: the least recently used entry leaves to make room.
         self._entries[key] = (now + self._ttl, value)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self._maxsize:
-            self._entries.popitem(last=False)
 
     def discard(self, key: K) -> None:
         """Forget `key` if present."""

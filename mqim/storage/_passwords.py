@@ -14,7 +14,8 @@ import hmac
 import secrets
 import threading
 import time
-from collections import OrderedDict
+
+from cachetools import LRUCache
 
 SCHEME = "scrypt"
 SCRYPT_N = 2**14
@@ -79,9 +80,8 @@ class _VerifiedCache:
 
     def __init__(self, *, max_entries: int, ttl_s: float) -> None:
         self._key = secrets.token_bytes(32)
-        self._max = max_entries
         self._ttl = ttl_s
-        self._entries: OrderedDict[bytes, float] = OrderedDict()
+        self._entries: LRUCache[bytes, float] = LRUCache(maxsize=max_entries)
         self._lock = threading.Lock()
 
     def _digest(self, password: str, encoded: str) -> bytes:
@@ -92,22 +92,19 @@ class _VerifiedCache:
         digest = self._digest(password, encoded)
         now = time.monotonic()
         with self._lock:
-            expires = self._entries.get(digest)
+            expires = self._entries.get(digest)  # a hit is a use: the entry becomes the most recent
             if expires is None:
                 return False
             if expires < now:
                 del self._entries[digest]
                 return False
-            self._entries.move_to_end(digest)
             return True
 
     def remember(self, password: str, encoded: str) -> None:
         digest = self._digest(password, encoded)
         with self._lock:
+            # Full: the least recently used entry leaves to make room.
             self._entries[digest] = time.monotonic() + self._ttl
-            self._entries.move_to_end(digest)
-            while len(self._entries) > self._max:
-                self._entries.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:

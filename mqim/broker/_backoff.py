@@ -23,9 +23,10 @@ address (a NAT) share its back-off, so the address key gets more free failures
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Literal
+
+from cachetools import LRUCache
 
 BackoffScope = Literal["address", "account-address", "account"]
 """Which key refused an attempt."""
@@ -92,7 +93,7 @@ class LoginBackoff:
 
     def __init__(self, *, policy: BackoffPolicy) -> None:
         self.policy = policy
-        self._entries: OrderedDict[_Key, _Entry] = OrderedDict()
+        self._entries: LRUCache[_Key, _Entry] = LRUCache(maxsize=policy.max_entries)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -143,14 +144,10 @@ class LoginBackoff:
         self._entries.pop(("p", account, address), None)
 
     def _bump(self, key: _Key, now: float, free: int, cap: float) -> None:
-        entry = self._live(key, now)
-        entries = self._entries
+        entry = self._live(key, now)  # a use: the key becomes the most recent
         if entry is None:
-            entry = entries[key] = _Entry()
-            while len(entries) > self.policy.max_entries:
-                entries.popitem(last=False)
-        else:
-            entries.move_to_end(key)
+            # Full: the least recently touched entry leaves to make room.
+            entry = self._entries[key] = _Entry()
         entry.failures += 1
         entry.last = now
         excess = entry.failures - free + 1

@@ -23,9 +23,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import TypeVar
+
+from cachetools import LRUCache
 
 from mqim.broker import Hub, Session, group_of
 from mqim.protocol import PREFIX, InboxKind, Receipt, inbox_topic, is_valid_id
@@ -34,17 +34,6 @@ from mqim.storage import Storage, StorageError
 log = logging.getLogger("mqim.broker.receipts")
 
 _INBOX_PREFIX = f"{PREFIX}/u/"
-
-_K = TypeVar("_K")
-_V = TypeVar("_V")
-
-
-def _put(table: OrderedDict[_K, _V], key: _K, value: _V, limit: int) -> None:
-    """Set `key` as the most recent entry of an LRU `table` of at most `limit` entries."""
-    table[key] = value
-    table.move_to_end(key)
-    while len(table) > limit:
-        table.popitem(last=False)
 
 
 @dataclass(slots=True)
@@ -79,18 +68,24 @@ class DeliveryReceipts:
         hub: The broker's hub (routing of the receipts).
         storage: Where delivered cursors are written; None: receipts only.
         interval_s: Group receipt period and cursor batch period, in seconds.
-        max_tracked: Size of each bounded table.
+        max_tracked: Size of each bounded table (at least 1).
+
+    Raises:
+        ValueError: On a `max_tracked` below 1.
     """
 
     def __init__(
         self, *, hub: Hub, storage: Storage | None, interval_s: float = 1.0, max_tracked: int = 100_000
     ) -> None:
+        if max_tracked < 1:
+            raise ValueError(f"max_tracked must be >= 1, got {max_tracked}")
         self._hub = hub
         self._storage = storage
         self._interval_s = interval_s
         self._max = max_tracked
-        self._high: OrderedDict[tuple[str, str], int] = OrderedDict()  # (conv, user) -> seq
-        self._groups: OrderedDict[tuple[str, int], _GroupCount] = OrderedDict()
+        # Bounded LRUs: when full, the least recently used entry leaves to make room.
+        self._high: LRUCache[tuple[str, str], int] = LRUCache(maxsize=max_tracked)  # (conv, user) -> seq
+        self._groups: LRUCache[tuple[str, int], _GroupCount] = LRUCache(maxsize=max_tracked)
         self._cursors: dict[tuple[str, str], int] = {}  # (user, conv) -> delivered seq
         self.receipts = 0
         self.cursors_dropped = 0
@@ -122,7 +117,7 @@ class DeliveryReceipts:
         key = (conv, user)
         if self._high.get(key, 0) >= seq:
             return  # another device of this user had it already
-        _put(self._high, key, seq, self._max)
+        self._high[key] = seq
         self._note_cursor(user, conv, seq)
         if group is None:
             self._send(sender, Receipt(conv=conv, seq=seq, user=user, kind="delivered"))
@@ -130,7 +125,7 @@ class DeliveryReceipts:
         counter = self._groups.get((conv, seq))
         if counter is None:
             counter = _GroupCount(sender=sender, count=0, user=user, dirty=True)
-            _put(self._groups, (conv, seq), counter, self._max)
+            self._groups[(conv, seq)] = counter
         counter.count += 1
         counter.user = user
         counter.dirty = True

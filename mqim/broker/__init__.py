@@ -4,21 +4,14 @@ from mqim._util import KeyedBuckets, TokenBucket
 from mqim.broker._auth import (
     DEFAULT_AUTH_METHODS,
     TOKEN_KEYS_FILENAME,
-    Authenticator,
     AuthMethod,
     AuthOptions,
-    CertificateAuthenticator,
-    CertUserField,
     CompositeAuthenticator,
-    ConnectRequest,
-    PasswordAuthenticator,
-    RefreshableAuthenticator,
-    StorageAuthenticator,
-    TokenAuthenticator,
     build_authenticator,
-    certificate_user,
 )
+from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
 from mqim.broker._broker import Listener, MqimBroker
+from mqim.broker._cert_auth import CertificateAuthenticator, CertUserField, certificate_user
 from mqim.broker._exceptions import (
     AuthenticationBusy,
     BrokerError,
@@ -29,6 +22,7 @@ from mqim.broker._exceptions import (
     ProtocolViolation,
 )
 from mqim.broker._hub import Hub, HubObserver, group_of
+from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ratelimit import ViolationWindow, address_key
 from mqim.broker._router import SubscriptionIndex
@@ -36,6 +30,7 @@ from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.broker._sys import SYS_ROOT, SysPublisher
+from mqim.broker._token_auth import TokenAuthenticator
 from mqim.broker._tokens import (
     Keyring,
     KeyringFile,

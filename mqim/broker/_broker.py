@@ -26,7 +26,7 @@ from amqtt.contexts import ListenerType
 
 from mqim import mqtt as codec
 from mqim.acl import AclEngine, Action, Identity, InvalidRule
-from mqim.broker._auth import Authenticator, ConnectRequest, RefreshableAuthenticator
+from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._hub import ConsumerCallback, Hub

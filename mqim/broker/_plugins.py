@@ -13,7 +13,7 @@ from typing import Any
 
 from amqtt.plugins.base import BaseAuthPlugin
 
-from mqim.broker._auth import ConnectRequest
+from mqim.broker._authenticator import ConnectRequest
 
 
 class MqimAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]

@@ -34,7 +34,8 @@ from mqim.broker import (
     unverified_claims,
     verify_token,
 )
-from mqim.broker._auth import UNKNOWN_KID_RELOAD_INTERVAL_S, ConnectRequest
+from mqim.broker._authenticator import ConnectRequest
+from mqim.broker._token_auth import UNKNOWN_KID_RELOAD_INTERVAL_S
 from mqim.broker._tokens import MAX_TOKEN_CHARS, b64url_decode, b64url_encode
 from mqim.cli import app
 from mqim.storage import SqliteStorage

@@ -1,14 +1,13 @@
 """`MqimClient`: the asyncio SDK over aiomqtt.
 
-One background task (the supervisor, owned by the client and awaited on close) reads the
-connection, routes acks and errors to waiting sends, feeds everything else to `messages()`, and
-reconnects with bounded exponential back-off when the connection drops.
+One background task (the supervisor of its `Connection`, `mqim/client/_connection.py`, awaited on
+close) reads the connection and reconnects with bounded exponential back-off when it drops; the
+client routes what it reads: acks and errors to waiting sends, everything else to `messages()`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -18,31 +17,23 @@ from collections.abc import AsyncGenerator, Mapping
 from types import TracebackType
 from typing import Any, Self
 
-import aiomqtt
-from aiomqtt.exceptions import MqttConnectError
 from pydantic import ValidationError
 
-from mqim.client._backoff import backoff_delay
 from mqim.client._buffer import IncomingBuffer
+from mqim.client._connection import Connection
 from mqim.client._dedup import DedupWindow
 from mqim.client._exceptions import (
     AckTimeout,
-    AuthError,
     ClientClosed,
     ClientError,
-    ConnectError,
     ConnectionLost,
     InvalidRequest,
 )
 from mqim.client._incoming import Incoming, ack_of, decode, error_of
 from mqim.client._pending import PendingAcks
-from mqim.protocol import Ack, InvalidId, SendRequest, UpKind, inbox_filter, up_topic, validate_id
+from mqim.protocol import Ack, InvalidId, SendRequest, UpKind, up_topic, validate_id
 
 _log = logging.getLogger("mqim.client")
-
-# CONNACK refusals that mean "wrong credentials", as paho reports them for MQTT 3.1.1
-# (converted to v5 reason codes) and as raw 3.1.1 return codes.
-_AUTH_REFUSALS = frozenset({4, 5, 134, 135})
 
 
 def new_message_id() -> str:
@@ -116,35 +107,31 @@ class MqimClient:
             raise ValueError(f"max_pending_sends must be >= 1, got {max_pending_sends}")
         if max_reconnect_attempts is not None and max_reconnect_attempts < 1:
             raise ValueError(f"max_reconnect_attempts must be >= 1 or None, got {max_reconnect_attempts}")
-        self._host = host
-        self._port = port
         self._user = user
-        self._password = password
         self._client_id = client_id if client_id is not None else f"{user}-{secrets.token_hex(6)}"
-        self._clean_session = clean_session
-        self._tls_context = tls_context
-        self._keepalive = keepalive
         self._ack_timeout = ack_timeout
-        self._connect_timeout = connect_timeout
         self._receive = receive
-        self._reconnect_base_delay = reconnect_base_delay
-        self._reconnect_max_delay = reconnect_max_delay
-        self._max_reconnect_attempts = max_reconnect_attempts
 
         self._buffer = IncomingBuffer(max_items=max_incoming)
         self._dedup = DedupWindow(max_entries=dedup_window)
         self._pending = PendingAcks()
         self._send_slots = asyncio.Semaphore(max_pending_sends)
-
-        # Connection state, guarded by `_state`: the live aiomqtt client (None while down),
-        # the fatal error that ended the client, and whether `close()` was called.
-        self._state = asyncio.Condition()
-        self._mqtt: aiomqtt.Client | None = None
-        self._failure: ClientError | None = None
-        self._closed = False
-        self._started = False
-        self._supervisor: asyncio.Task[None] | None = None
-        self._reconnects = 0
+        self._connection = Connection(
+            host=host,
+            port=port,
+            user=user,
+            password=password,
+            client_id=self._client_id,
+            clean_session=clean_session,
+            tls_context=tls_context,
+            keepalive=keepalive,
+            connect_timeout=connect_timeout,
+            reconnect_base_delay=reconnect_base_delay,
+            reconnect_max_delay=reconnect_max_delay,
+            max_reconnect_attempts=max_reconnect_attempts,
+            dispatch=self._dispatch,
+            give_up=self._give_up,
+        )
 
     # -- properties ----------------------------------------------------------------------------
     @property
@@ -160,12 +147,12 @@ class MqimClient:
     @property
     def connected(self) -> bool:
         """True while a connection to the broker is up."""
-        return self._mqtt is not None
+        return self._connection.connected
 
     @property
     def reconnects(self) -> int:
         """How many times the connection was re-established after a drop."""
-        return self._reconnects
+        return self._connection.reconnects
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -184,39 +171,14 @@ class MqimClient:
             AuthError: The broker refused the credentials.
             ConnectError: The broker could not be reached or refused the connection.
         """
-        if self._started:
-            raise RuntimeError("an MqimClient connects once; create a new one to connect again")
-        self._started = True
-        mqtt = await self._open_connection()
-        async with self._state:
-            self._mqtt = mqtt
-            self._state.notify_all()
-        self._supervisor = asyncio.create_task(self._supervise(mqtt), name=f"mqim-client:{self._client_id}")
+        await self._connection.connect()
 
     async def close(self) -> None:
         """Disconnect and stop. Pending sends fail with `ClientClosed`; `messages()` ends."""
-        if self._closed:
+        if not await self._connection.close():
             return
-        async with self._state:
-            self._closed = True
-            self._state.notify_all()
-        task, self._supervisor = self._supervisor, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                # Re-raise only if *we* are being cancelled, not because we cancelled the child.
-                if current is not None and current.cancelling():
-                    raise
-        # The supervisor disconnects on its way out, unless it was cancelled before it ever ran.
-        async with self._state:
-            mqtt, self._mqtt = self._mqtt, None
-        if mqtt is not None:
-            await _disconnect_quietly(mqtt)
         self._pending.fail_all(ClientClosed("the client was closed"))
-        await self._buffer.close(self._failure)
+        await self._buffer.close(self._connection.failure)
 
     # -- sending -------------------------------------------------------------------------------
     async def send(
@@ -264,7 +226,7 @@ class MqimClient:
                 for attempt in (1, 2):
                     try:
                         async with asyncio.timeout(self._ack_timeout):
-                            await self._publish_when_connected(topic, payload, qos=1)
+                            await self._connection.publish_when_connected(topic, payload, qos=1)
                             # shield: a timeout must not cancel the future the retry waits on.
                             return await asyncio.shield(future)
                     except TimeoutError:
@@ -298,7 +260,9 @@ class MqimClient:
         effective_qos = qos if qos is not None else (0 if up_kind is UpKind.TYPING else 1)
         try:
             async with asyncio.timeout(self._ack_timeout):
-                await self._publish_when_connected(up_topic(self._user, up_kind), body, qos=effective_qos)
+                await self._connection.publish_when_connected(
+                    up_topic(self._user, up_kind), body, qos=effective_qos
+                )
         except TimeoutError:
             raise ConnectionLost(f"could not publish within {self._ack_timeout:g}s") from None
 
@@ -322,89 +286,7 @@ class MqimClient:
             yield item
 
     # -- internals -----------------------------------------------------------------------------
-    async def _open_connection(self) -> aiomqtt.Client:
-        mqtt = aiomqtt.Client(
-            self._host,
-            self._port,
-            username=self._user,
-            password=self._password,
-            identifier=self._client_id,
-            protocol=aiomqtt.ProtocolVersion.V311,
-            clean_session=self._clean_session,
-            keepalive=self._keepalive,
-            timeout=self._connect_timeout,
-            tls_context=self._tls_context,
-        )
-        where = f"{self._host}:{self._port}"
-        try:
-            await mqtt.__aenter__()
-        except MqttConnectError as exc:
-            code = _rc_value(exc.rc)
-            if code in _AUTH_REFUSALS:
-                raise AuthError(f"{where} refused the credentials of {self._user!r}") from exc
-            raise ConnectError(f"{where} refused the connection: {exc}") from exc
-        except aiomqtt.MqttError as exc:
-            raise ConnectError(f"cannot connect to {where}: {exc}") from exc
-        try:
-            granted = await mqtt.subscribe(inbox_filter(self._user), qos=1, timeout=self._connect_timeout)
-        except aiomqtt.MqttError as exc:
-            await _disconnect_quietly(mqtt)
-            raise ConnectError(f"subscribing to the inbox on {where} failed: {exc}") from exc
-        if any(_rc_value(code) >= 0x80 for code in granted):
-            # The broker also subscribes the session itself, so a refusal is not fatal.
-            _log.warning("broker refused the subscription to %s", inbox_filter(self._user))
-        return mqtt
-
-    async def _supervise(self, mqtt: aiomqtt.Client) -> None:
-        try:
-            while True:
-                try:
-                    await self._pump(mqtt)
-                    _log.info("connection closed by the broker")
-                except aiomqtt.MqttError as exc:
-                    _log.info("connection lost: %s", exc)
-                finally:
-                    async with self._state:
-                        self._mqtt = None
-                        self._state.notify_all()
-                    await _disconnect_quietly(mqtt)
-                mqtt = await self._reconnect()
-                self._reconnects += 1
-                async with self._state:
-                    self._mqtt = mqtt
-                    self._state.notify_all()
-        except ClientError as exc:
-            _log.error("giving up: %s", exc)
-            async with self._state:
-                self._failure = exc
-                self._state.notify_all()
-            self._pending.fail_all(exc)
-            await self._buffer.close(exc)
-
-    async def _reconnect(self) -> aiomqtt.Client:
-        attempt = 0
-        while True:
-            attempt += 1
-            if self._max_reconnect_attempts is not None and attempt > self._max_reconnect_attempts:
-                raise ConnectionLost(
-                    f"could not reconnect to {self._host}:{self._port} "
-                    f"after {self._max_reconnect_attempts} attempts"
-                )
-            await asyncio.sleep(
-                backoff_delay(attempt, base=self._reconnect_base_delay, cap=self._reconnect_max_delay)
-            )
-            try:
-                return await self._open_connection()
-            except AuthError:
-                raise
-            except ConnectError as exc:
-                _log.info("reconnect attempt %d failed: %s", attempt, exc)
-
-    async def _pump(self, mqtt: aiomqtt.Client) -> None:
-        async for message in mqtt.messages:
-            await self._dispatch(str(message.topic), _as_bytes(message.payload), retain=message.retain)
-
-    async def _dispatch(self, topic: str, raw: bytes, *, retain: bool) -> None:
+    async def _dispatch(self, topic: str, raw: bytes, retain: bool) -> None:
         incoming = decode(topic, raw, retain=retain)
         ack = ack_of(incoming, self._user)
         if ack is not None and self._pending.resolve_ack(ack):
@@ -420,56 +302,9 @@ class MqimClient:
             return
         await self._buffer.put(incoming)
 
-    async def _wait_connected(self, previous: aiomqtt.Client | None = None) -> aiomqtt.Client:
-        async with self._state:
-            await self._state.wait_for(
-                lambda: (
-                    self._closed
-                    or self._failure is not None
-                    or (self._mqtt is not None and self._mqtt is not previous)
-                )
-            )
-            if self._failure is not None:
-                raise self._failure
-            if self._closed:
-                raise ClientClosed("the client was closed")
-            assert self._mqtt is not None
-            return self._mqtt
-
-    async def _publish_when_connected(self, topic: str, payload: bytes, *, qos: int) -> None:
-        if not self._started:
-            raise ClientError("the client is not connected: use `async with MqimClient(...)`")
-        previous: aiomqtt.Client | None = None
-        while True:
-            mqtt = await self._wait_connected(previous)
-            try:
-                # The caller bounds the wait with its own timeout.
-                await mqtt.publish(topic, payload, qos=qos, timeout=float("inf"))
-                return
-            except aiomqtt.MqttError as exc:
-                _log.info("publish on %s failed, waiting for the next connection: %s", topic, exc)
-                previous = mqtt
-
-
-async def _disconnect_quietly(mqtt: aiomqtt.Client) -> None:
-    # The connection is being abandoned; a failure to say goodbye changes nothing.
-    with contextlib.suppress(aiomqtt.MqttError):
-        await mqtt.__aexit__(None, None, None)
-
-
-def _rc_value(rc: object) -> int:
-    value = getattr(rc, "value", rc)
-    return value if isinstance(value, int) else -1
-
-
-def _as_bytes(payload: object) -> bytes:
-    if isinstance(payload, bytes):
-        return payload
-    if isinstance(payload, bytearray):
-        return bytes(payload)
-    if payload is None:
-        return b""
-    return str(payload).encode()
+    async def _give_up(self, exc: ClientError) -> None:
+        self._pending.fail_all(exc)
+        await self._buffer.close(exc)
 
 
 def _describe(exc: ValidationError) -> str:

@@ -8,15 +8,16 @@ means "not set" (None). Relative paths are relative to the working directory.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from mqim.cli._broker_url import BrokerUrl, parse_broker_url
 from mqim.cli._exceptions import ConfigError
+from mqim.cli._origins import Origins
 from mqim.cli._sections import (
     AdminConfig,
     AuthConfig,
@@ -26,12 +27,12 @@ from mqim.cli._sections import (
     LogConfig,
     LogicConfig,
     Port,
-    Section,
     ServerConfig,
     SysConfig,
     TlsConfig,
     WebConfig,
 )
+from mqim.cli._sources import EnvSource, FlagSource, TomlSource
 from mqim.hooks import HooksConfig
 
 __all__ = [
@@ -66,8 +67,21 @@ DB_FILENAME = "mqim.db"
 """The SQLite storage file inside `server.data_dir`."""
 
 
-class MqimConfig(Section):
-    """The whole configuration. Build it with `load_config`."""
+class MqimConfig(BaseSettings):
+    """The whole configuration. Build it with `load_config`; built directly (`MqimConfig()`,
+    `MqimConfig(server=...)`) it reads nothing but its arguments."""
+
+    # Unknown keys are errors: a typo must not silently fall back to a default; keys are
+    # case-sensitive (the environment's names are not: `mqim/cli/_sources.py`). The environment
+    # is read without JSON decoding: `MQIM_AUTH__METHODS=cert,token` is split by its section.
+    model_config = SettingsConfigDict(
+        extra="forbid",
+        frozen=True,
+        case_sensitive=True,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_SEPARATOR,
+        enable_decoding=False,
+    )
 
     server: ServerConfig = ServerConfig()
     limits: LimitsConfig = LimitsConfig()
@@ -80,16 +94,23 @@ class MqimConfig(Section):
     cluster: ClusterConfig = ClusterConfig()
     hooks: HooksConfig = HooksConfig()
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Only the constructor's arguments: `load_config` passes the file, the environment it
+        is given and the flags as sources of their own."""
+        return (init_settings,)
+
     @property
     def db_path(self) -> Path:
         """The SQLite storage file: `<server.data_dir>/mqim.db`."""
         return self.server.data_dir / DB_FILENAME
-
-
-# -- loading ---------------------------------------------------------------------------------------
-
-_Flat = dict[tuple[str, ...], tuple[Any, str]]
-"""Leaf values by key path, each with a description of where it came from."""
 
 
 def load_config(
@@ -110,92 +131,15 @@ def load_config(
         ConfigError: The file is missing or not TOML, or a value is invalid; the message names
             the key (`server.port`) and where the value came from.
     """
-    flat: _Flat = {}
-    if path is not None:
-        _flatten(_read_toml(path), (), f"file {path}", flat)
-    flat.update(_from_env(os.environ if environ is None else environ))
-    for dotted, value in (overrides or {}).items():
-        if value is not None:
-            flat[tuple(dotted.split("."))] = (value, "command line")
-    tree = _unflatten(flat)
+    file = None if path is None else TomlSource(MqimConfig, path=path)
+    env = EnvSource(MqimConfig, environ=os.environ if environ is None else environ)
+    flags = FlagSource(MqimConfig, overrides=overrides or {})
+    origins = Origins([*(file.leaves() if file is not None else []), *env.leaves(), *flags.leaves()])
+    # Highest priority first, as pydantic-settings merges them.
+    sources: tuple[PydanticBaseSettingsSource, ...] = (flags, env) if file is None else (flags, env, file)
     try:
-        return MqimConfig.model_validate(tree)
+        # `_build_sources` is BaseSettings' own argument; mypy, without pydantic's plugin, knows
+        # only the fields as constructor arguments.
+        return MqimConfig(_build_sources=(sources, {}))  # type: ignore[call-arg]
     except ValidationError as exc:
-        raise ConfigError(_explain(exc, flat)) from exc
-
-
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-
-
-def _flatten(table: Mapping[str, Any], prefix: tuple[str, ...], source: str, out: _Flat) -> None:
-    for key, value in table.items():
-        path = (*prefix, key)
-        if isinstance(value, Mapping):
-            _flatten(value, path, source, out)
-        else:
-            out[path] = (value, source)
-
-
-def _from_env(environ: Mapping[str, str]) -> _Flat:
-    out: _Flat = {}
-    for name, value in environ.items():
-        # Only names with a level separator are configuration (MQIM_CONFIG, MQIM_PASSWORD are not).
-        if not name.startswith(ENV_PREFIX) or ENV_SEPARATOR not in name:
-            continue
-        levels = tuple(part.lower() for part in name[len(ENV_PREFIX) :].split(ENV_SEPARATOR))
-        if any(not level for level in levels):
-            raise ConfigError(f"malformed configuration variable {name}: empty level")
-        out[levels] = (value if value != "" else None, f"env {name}")
-    return out
-
-
-def _unflatten(flat: _Flat) -> dict[str, Any]:
-    tree: dict[str, Any] = {}
-    for path, (value, source) in flat.items():
-        node = tree
-        for depth, key in enumerate(path[:-1]):
-            child = node.setdefault(key, {})
-            if not isinstance(child, dict):
-                where = ".".join(path[: depth + 1])
-                raise ConfigError(f"{where}: expected a table, got a value (from {source})")
-            node = child
-        if isinstance(node.get(path[-1]), dict):
-            raise ConfigError(f"{'.'.join(path)}: expected a table, got a value (from {source})")
-        node[path[-1]] = value
-    return tree
-
-
-def _explain(exc: ValidationError, flat: _Flat) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = tuple(str(part) for part in err["loc"])
-        key = ".".join(loc) or "config"
-        if err["type"] == "extra_forbidden":
-            message = "unknown key"
-        else:
-            message = str(err["msg"]).removeprefix("Value error, ")
-        source = _source_of(loc, flat)
-        if source is not None and loc in flat:
-            problems.append(f"{key} = {flat[loc][0]!r} ({source}): {message}")
-        elif source is not None:
-            problems.append(f"{key} ({source}): {message}")
-        else:
-            problems.append(f"{key}: {message}")
-    return "invalid configuration: " + "; ".join(problems)
-
-
-def _source_of(loc: tuple[str, ...], flat: _Flat) -> str | None:
-    if loc in flat:
-        return flat[loc][1]
-    # A section-level error (a cross-field check): name every source that fed the section.
-    sources = sorted({source for path, (_, source) in flat.items() if path[: len(loc)] == loc})
-    return ", ".join(sources) if sources else None
+        raise ConfigError(origins.explain(exc)) from exc

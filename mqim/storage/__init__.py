@@ -1,6 +1,6 @@
 """Storage: one contract (`Storage`, `SessionStore`) and its backends."""
 
-from mqim.storage._base import SessionStore, Storage
+from mqim.storage._contracts import SessionStore, Storage
 from mqim.storage._exceptions import AlreadyExists, Conflict, NotFound, StorageError, Unavailable
 from mqim.storage._mongo import MongoStorage
 from mqim.storage._passwords import hash_password, verify_password

@@ -23,7 +23,7 @@ from pymongo import AsyncMongoClient, IndexModel
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import PyMongoError
 
-from mqim.storage._base import Storage
+from mqim.storage._contracts import Storage
 from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._mongo_acl import MongoAcl
 from mqim.storage._mongo_append import Appender

@@ -36,7 +36,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from mqim.storage._base import SessionStore
+from mqim.storage._contracts import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._records import RetainedRecord, StoredSession
 from mqim.storage._redis_codec import (

@@ -25,7 +25,7 @@ import mqim.storage._sqlite_cursors as cursor_jobs
 import mqim.storage._sqlite_groups as group_jobs
 import mqim.storage._sqlite_messages as message_jobs
 import mqim.storage._sqlite_users as user_jobs
-from mqim.storage._base import Storage
+from mqim.storage._contracts import Storage
 from mqim.storage._exceptions import Unavailable
 from mqim.storage._passwords import DUMMY_HASH, hash_password
 from mqim.storage._passwords import verify_password as check_password

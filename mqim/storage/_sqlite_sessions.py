@@ -30,7 +30,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
-from mqim.storage._base import SessionStore
+from mqim.storage._contracts import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
 from mqim.storage._records import QueuedMessage, RetainedRecord, StoredSession
 from mqim.storage._session_writes import (

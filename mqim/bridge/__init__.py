@@ -15,6 +15,8 @@ package holds the outbound side and the glue into the IM:
 - `_service`: `BridgeService`, runs everything in the embedded server.
 """
 
+from mqim._ports import BrokerPort, ConsumerCallback, Receipt
+from mqim._ports import BrokerPort as LocalPort  # the old name of BrokerPort, kept for now
 from mqim.bridge._config import (
     BRIDGES_FILENAME,
     MAX_BRIDGES,
@@ -43,8 +45,8 @@ from mqim.bridge._exceptions import (
 )
 from mqim.bridge._im import command_for, decode_payload, stable_message_id, uplink_for
 from mqim.bridge._loop import EchoGuard, payload_digest
-from mqim.bridge._outbound import Barrier, ConsumerCallback, LocalPort, OutboundBridge, cover_filters
-from mqim.bridge._outbox import Outbox, OutboxEntry, Receipt
+from mqim.bridge._outbound import Barrier, OutboundBridge, cover_filters
+from mqim.bridge._outbox import Outbox, OutboxEntry
 from mqim.bridge._service import BridgeService, CommitterLike, committer_barrier
 from mqim.bridge._status import BridgeStats, read_status, write_status
 from mqim.bridge._topics import (
@@ -76,6 +78,7 @@ __all__ = [
     "BridgeStorageError",
     "BridgeUnavailable",
     "BridgesFile",
+    "BrokerPort",
     "CommandRoute",
     "CommitterLike",
     "ConsumerCallback",

@@ -44,16 +44,17 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Protocol, Self
+from typing import Final, Self
 
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from mqim._ports import BrokerPort, Receipt
 from mqim.acl import filter_is_subset
 from mqim.bridge._config import BridgeConfig
 from mqim.bridge._exceptions import BridgeConfigError, BridgeStorageError, BridgeUnavailable
 from mqim.bridge._loop import EchoGuard
-from mqim.bridge._outbox import Outbox, Receipt
+from mqim.bridge._outbox import Outbox
 from mqim.bridge._status import BridgeStats
 from mqim.bridge._topics import TopicRule, local_filters, map_in, map_out, may_echo, subscriptions
 from mqim.client import backoff_delay
@@ -74,34 +75,6 @@ CONNECT_TIMEOUT_S: Final = 10.0
 
 DRAIN_TIMEOUT_S: Final = 5.0
 """How long a clean stop waits for pending outbound messages to be confirmed."""
-
-
-ConsumerCallback = Callable[[str, bytes, Receipt | None], None]
-"""`callback(topic, payload, hold)` of a consumer (see `LocalPort.attach_consumer`)."""
-
-
-class LocalPort(Protocol):
-    """The in-process broker, as the bridge uses it (`MqimBroker` implements it)."""
-
-    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
-        """Call `callback(topic, payload, hold)` synchronously for every publish matching the filter.
-
-        When `hold` is not None the broker has taken it for this consumer, and the publisher's
-        PUBACK waits until the consumer calls exactly one of `hold.settle()` (durably taken) or
-        `hold.fail()` (not taken: the publisher must resend). It is None for QoS 0 and for
-        messages the server publishes itself. Returns a function that detaches the consumer.
-        """
-        ...
-
-    def attach_listener(
-        self, topic_filter: str, callback: Callable[[str, bytes], None]
-    ) -> Callable[[], None]:
-        """Call `callback(topic, payload)` synchronously for every publish matching the filter."""
-        ...
-
-    def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
-        """Route a message as the broker itself."""
-        ...
 
 
 Barrier = Callable[[], Awaitable[None]]
@@ -147,7 +120,7 @@ class OutboundBridge:
     """
 
     def __init__(
-        self, *, config: BridgeConfig, port: LocalPort, outbox_path: Path, barrier: Barrier | None = None
+        self, *, config: BridgeConfig, port: BrokerPort, outbox_path: Path, barrier: Barrier | None = None
     ) -> None:
         self.config = config
         self.name = config.name

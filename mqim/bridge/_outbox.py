@@ -35,8 +35,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Final
 
+from mqim._ports import Receipt
 from mqim.bridge._exceptions import BridgeStorageError
 
 log = logging.getLogger("mqim.bridge")
@@ -60,19 +61,6 @@ _SCHEMA: Final = (
     " payload BLOB NOT NULL,"
     " qos INTEGER NOT NULL)"
 )
-
-
-class Receipt(Protocol):
-    """The broker's hold on one publish (`mqim.broker._holds.Hold`), as a consumer uses it.
-
-    A consumer given a receipt calls exactly one of the two, once: `settle()` when it has the
-    message durably (the publisher's PUBACK may go), `fail()` when it cannot take it (the
-    publisher keeps the message and sends it again).
-    """
-
-    def settle(self) -> None: ...
-
-    def fail(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Protocol, Self
 
+from mqim._ports import BrokerPort
 from mqim.bridge._config import (
     BRIDGES_FILENAME,
     STATUS_FILENAME,
@@ -29,7 +30,7 @@ from mqim.bridge._config import (
     outbox_filename,
 )
 from mqim.bridge._im import command_for, uplink_for
-from mqim.bridge._outbound import Barrier, LocalPort, OutboundBridge
+from mqim.bridge._outbound import Barrier, OutboundBridge
 from mqim.bridge._status import BridgeStats, write_status
 from mqim.protocol import GroupKind, InboxKind, group_topic, inbox_topic
 
@@ -105,7 +106,7 @@ class BridgeService:
         self,
         *,
         data_dir: Path,
-        port: LocalPort,
+        port: BrokerPort,
         barrier: Barrier | None = None,
         inbound_status: Callable[[], Mapping[str, Any]] | None = None,
         config: BridgesFile | None = None,

@@ -1,6 +1,7 @@
 """The IM service: one handler per request kind, talking to the world through a `Bus` and `Storage`."""
 
-from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt
+from mqim._ports import BrokerPort, Receipt
+from mqim.logic._bus import Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError, BusUnavailable, LogicError, RequestRejected
 from mqim.logic._inprocess import InProcessBus
 from mqim.logic._limits import LogicLimits

@@ -1,7 +1,7 @@
 """The logic service talks to the world through a `Bus`: receive uplink requests, publish replies.
 
-Two implementations: `InProcessBus` over a `BrokerPort` (the embedded server, no network hop) and
-`MqttBus` over aiomqtt (a standalone `mqim logic` process).
+Two implementations: `InProcessBus` over a `BrokerPort` (`mqim._ports`; the embedded server, no
+network hop) and `MqttBus` over aiomqtt (a standalone `mqim logic` process).
 """
 
 from __future__ import annotations
@@ -9,25 +9,14 @@ from __future__ import annotations
 import abc
 import itertools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar, Protocol, Self
+from typing import ClassVar, Self
 
+from mqim._ports import Receipt
 from mqim.logic._exceptions import BusClosed, BusError
 from mqim.stats import SAMPLE_EVERY
-
-
-class Receipt(Protocol):
-    """The broker's hold on one uplink: its sender's PUBACK waits until it is settled.
-
-    The service settles a request once it is durable (stored, or recognised as a duplicate) and
-    fails it when it can never be (the sender must resend). Exactly one of the two, once.
-    """
-
-    def settle(self) -> None: ...
-
-    def fail(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,38 +40,6 @@ _ticks = itertools.count(1)
 def received_stamp() -> int:
     """`time.monotonic_ns()` once in `SAMPLE_EVERY` calls, else 0 (the delivery latency sample)."""
     return time.monotonic_ns() if next(_ticks) % SAMPLE_EVERY == 0 else 0
-
-
-ConsumerCallback = Callable[[str, bytes, Receipt | None], None]
-"""Called by the broker with `(topic, payload, receipt)` for each publish a consumer takes."""
-
-
-class BrokerPort(Protocol):
-    """What an in-process broker offers the logic service (implemented by `mqim.broker`).
-
-    All methods are synchronous: the broker routes in-process without awaiting.
-    """
-
-    def attach_consumer(self, topic_filter: str, callback: ConsumerCallback) -> Callable[[], None]:
-        """Like `attach_listener`, but the consumer takes responsibility for each publish.
-
-        For a QoS 1/2 publish from a client, `callback` gets a `Receipt`: the sender's PUBACK
-        waits until it is settled. Returns a function that detaches the consumer.
-        """
-        ...
-
-    def attach_listener(
-        self, topic_filter: str, callback: Callable[[str, bytes], None]
-    ) -> Callable[[], None]:
-        """Call `callback(topic, payload)` for every publish matching `topic_filter`.
-
-        Returns a function that detaches the listener.
-        """
-        ...
-
-    def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
-        """Route a message as the broker itself (no ACL: the service is trusted)."""
-        ...
 
 
 class Bus(abc.ABC):

@@ -7,8 +7,9 @@ import logging
 from collections import deque
 from collections.abc import Callable
 
+from mqim._ports import BrokerPort, Receipt
 from mqim._util import worth_logging
-from mqim.logic._bus import BrokerPort, Bus, Inbound, Receipt, received_stamp
+from mqim.logic._bus import Bus, Inbound, received_stamp
 from mqim.logic._exceptions import BusClosed, BusUnavailable
 from mqim.protocol import UP_FILTER
 

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from mqim.cluster._core import _ADOPT_LOCK_MS, _DOWN, _text, log
+from mqim.cluster._core import ADOPT_LOCK_MS, DOWN, log, text
 from mqim.cluster._exceptions import ClusterError
 from mqim.cluster._inbound import Inbound
 from mqim.cluster._keys import GROUP, encode_delta
@@ -27,7 +27,7 @@ class Adoption(Inbound):
             await self._pause(self.settings.heartbeat_s)
             try:
                 raw: Any = await self.redis.hkeys(self.keys.nodes)
-                known = [_text(n) for n in raw]
+                known = [text(n) for n in raw]
                 live = await self._live_nodes()
                 for node in set(self.routes.nodes) - set(known):
                     self.routes.drop(node)  # deregistered: its adopter has its sessions
@@ -37,13 +37,13 @@ class Adoption(Inbound):
                 for node in known:
                     if node != self.node_id and node not in live:
                         await self._adopt(node)
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)
 
     async def _adopt(self, dead: str) -> bool:
         """Adopt a dead node's sessions and stream; False when another node holds the lock."""
         keys = self.keys
-        lock = await self.redis.set(keys.adopt(dead), self.node_id, nx=True, px=_ADOPT_LOCK_MS)
+        lock = await self.redis.set(keys.adopt(dead), self.node_id, nx=True, px=ADOPT_LOCK_MS)
         if not lock:
             return False
         try:
@@ -63,9 +63,9 @@ class Adoption(Inbound):
         taken: set[str] = set()
         members: Any = await self.redis.smembers(keys.owned(dead))
         for raw in members:
-            client_id = _text(raw)
+            client_id = text(raw)
             owner: Any = await self.redis.hget(keys.clients, client_id)
-            if owner is not None and _text(owner) != dead:
+            if owner is not None and text(owner) != dead:
                 continue  # reconnected elsewhere meanwhile
             pipe = self.redis.pipeline(transaction=True)
             pipe.hset(keys.clients, client_id, self.node_id)

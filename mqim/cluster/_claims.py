@@ -7,7 +7,7 @@ import uuid
 from typing import Any, Final
 
 from mqim.cluster._adoption import Adoption
-from mqim.cluster._core import _DOWN, _text, log
+from mqim.cluster._core import DOWN, log, text
 from mqim.cluster._keys import Kick, encode_kick
 from mqim.storage import StorageError
 
@@ -42,7 +42,7 @@ class Claims(Adoption):
                 await self._claim(client_id, clean)
             self._deliver_parked(client_id)
             return self.fence.serving
-        except (*_DOWN, StorageError, TimeoutError) as exc:
+        except (*DOWN, StorageError, TimeoutError) as exc:
             self._count("claim_failed")
             log.error("cannot take client id %r over (CONNECT refused): %s", client_id, exc)
             return False
@@ -61,8 +61,8 @@ class Claims(Adoption):
     async def _claim(self, client_id: str, clean: bool) -> None:
         keys, node = self.keys, self.node_id
         owner: Any = await self.redis.hget(keys.clients, client_id)
-        if owner is not None and _text(owner) != node:
-            await self._settle(_text(owner), client_id)
+        if owner is not None and text(owner) != node:
+            await self._settle(text(owner), client_id)
         pipe = self.redis.pipeline(transaction=True)
         pipe.hget(keys.clients, client_id)
         pipe.hset(keys.clients, client_id, node)
@@ -71,7 +71,7 @@ class Claims(Adoption):
         else:
             pipe.sadd(keys.owned(node), client_id)
         replies: Any = await pipe.execute()
-        previous = _text(replies[0]) if replies[0] else None
+        previous = text(replies[0]) if replies[0] else None
         if previous is not None and previous != node:
             await self.redis.srem(keys.owned(previous), client_id)
             await self._kick(previous, client_id)

@@ -1,10 +1,5 @@
-"""The state every layer of `ClusterLink` shares, and the helpers they all use.
-
-`ClusterLink` is assembled from one class per concern, each built on the ones before it (a layer
-uses only what is below it): `LinkCore` (state, Redis health, the sessions read from the shared
-store) < `Outbox` (forwarding out, the writer) < `RouteSync` (the route table) < `Inbound` (this
-node's stream) < `Adoption` (dead nodes) < `Claims` (client ids) < `Registry` (heartbeat, fencing,
-rejoin) < `ClusterLink` (wiring and lifecycle).
+"""The state every layer of `ClusterLink` shares (see `cluster/_link.py`), and the helpers they all
+use: Redis health (`_up`, `_down`), the stop-aware pause, and the sessions read from the shared store.
 """
 
 from __future__ import annotations
@@ -38,26 +33,26 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mqim.cluster")
 
-_DOWN: Final = (RedisError, OSError)
-_RETRY_MAX_S: Final = 1.0
-_ADOPT_LOCK_MS: Final = 60_000
+DOWN: Final = (RedisError, OSError)
+RETRY_MAX_S: Final = 1.0
+ADOPT_LOCK_MS: Final = 60_000
 _LOAD_CHUNK: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
-class _Xadd:
+class Xadd:
     node: str
     fields: Fields
     seq: int
 
 
 @dataclass(frozen=True, slots=True)
-class _Release:
+class Release:
     client_id: str
     seq: int
 
 
-_Op = _Xadd | _Release
+Op = Xadd | Release
 
 
 class LinkCore:
@@ -97,7 +92,7 @@ class LinkCore:
         self._chooser = ShareChooser()
         self._broker: MqimBroker | None = None
         self._redis: aioredis.Redis | None = None
-        self._ops: deque[_Op] = deque()
+        self._ops: deque[Op] = deque()
         self._queued = 0
         self._written = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
@@ -179,7 +174,7 @@ class LinkCore:
 
     async def _owned(self) -> set[str]:
         raw: Any = await self.redis.smembers(self.keys.owned(self.node_id))
-        return {_text(m) for m in raw}
+        return {text(m) for m in raw}
 
     async def _ensure_group(self, client: aioredis.Redis, node: str) -> None:
         try:
@@ -210,7 +205,7 @@ class LinkCore:
                 if raw is None:
                     continue
                 for mid in seen:
-                    self.seen.add(_text(mid), client_id)
+                    self.seen.add(text(mid), client_id)
                 cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
                 messages: list[QueuedMessage] = sorted(
                     (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
@@ -233,12 +228,12 @@ class LinkCore:
             owned = sorted(await self._owned())
             sessions = await self._read_sessions(owned)
             raw: Any = await self.redis.hgetall(self._store_keys.retained)
-        except _DOWN as exc:
+        except DOWN as exc:
             raise ClusterError(f"cannot load this node's sessions: {exc}") from exc
         retained = sorted((decode_retained(t, v) for t, v in raw.items()), key=lambda r: r.topic)
         log.info("node %r owns %d stored sessions", self.node_id, len(sessions))
         return sessions, retained
 
 
-def _text(value: object) -> str:
+def text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)

@@ -10,7 +10,7 @@ from redis.exceptions import ResponseError
 from mqim.broker._connection import MqttConnection
 from mqim.broker._session import Session
 from mqim.cluster._adopt import deliver_to
-from mqim.cluster._core import _DOWN, _RETRY_MAX_S, log
+from mqim.cluster._core import DOWN, RETRY_MAX_S, log
 from mqim.cluster._keys import GROUP, Forward, Kick, decode_entry, encode_forward
 from mqim.cluster._routesync import RouteSync
 
@@ -49,13 +49,13 @@ class Inbound(RouteSync):
                 if "NOGROUP" not in str(exc):
                     self._count("stream_errors")
                     log.error("reading %s failed (retrying): %s", stream, exc)
-                    await self._pause(_RETRY_MAX_S)
-                with contextlib.suppress(*_DOWN):
+                    await self._pause(RETRY_MAX_S)
+                with contextlib.suppress(*DOWN):
                     await self._ensure_group(self.redis, self.node_id)
                 last = "0"
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)
-                await self._pause(_RETRY_MAX_S)
+                await self._pause(RETRY_MAX_S)
                 last = "0"  # entries read but not acknowledged before the error: read them again
 
     async def _process(self, stream: str, entries: list[Any], *, adopted: set[str] | None = None) -> bool:

@@ -29,6 +29,12 @@
 
 Every background task is named and owned: `async with link:` runs the writer (which the broker
 needs to commit); `async with link.running():` runs the others once the broker is started.
+
+The class is assembled from one layer per concern, each using only the layers below it:
+`_core.py` (state, Redis health, sessions read from the shared store) < `_outbox.py` (forwarding
+out, the writer) < `_routesync.py` (route table) < `_inbound.py` (this node's stream, the hand-over
+of a kicked session) < `_adoption.py` (dead nodes) < `_claims.py` (client-id claims) <
+`_registry.py` (heartbeat, fencing, rejoin) < `ClusterLink` here (wiring and lifecycle).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 import redis.asyncio as aioredis
 
-from mqim.cluster._core import _DOWN, log
+from mqim.cluster._core import DOWN, log
 from mqim.cluster._exceptions import ClusterError
 from mqim.cluster._keys import ClusterSettings, encode_delta
 from mqim.cluster._registry import Registry
@@ -117,7 +123,7 @@ class ClusterLink(Registry):
             pipe.publish(keys.route_channel, encode_delta(node, [], ["*"]))
             await pipe.execute()
             await self._ensure_group(client, node)
-        except _DOWN as exc:
+        except DOWN as exc:
             await client.aclose()
             raise ClusterError(f"cluster Redis at {self.url}: {exc}") from exc
         except BaseException:
@@ -162,7 +168,7 @@ class ClusterLink(Registry):
                         raise
             try:
                 await client.delete(self.keys.alive(self.node_id))
-            except _DOWN as err:
+            except DOWN as err:
                 log.warning("could not leave the registry (the node will expire): %s", err)
         finally:
             for _, future in self._waiters:

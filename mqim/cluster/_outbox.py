@@ -12,7 +12,7 @@ import contextlib
 from typing import Any, Final
 
 from mqim.broker._session import Session
-from mqim.cluster._core import _DOWN, _RETRY_MAX_S, LinkCore, _Op, _Release, _Xadd, log
+from mqim.cluster._core import DOWN, RETRY_MAX_S, LinkCore, Op, Release, Xadd, log
 from mqim.cluster._keys import Fields, Forward, encode_delta, encode_forward
 from mqim.cluster._routes import LOCAL
 from mqim.storage import RedisSessionStore
@@ -123,7 +123,7 @@ class Outbox(LinkCore):
             log.warning("forward to %r dropped: outbox full (%d) or node stopping", node, len(self._ops))
             return False
         self._queued += 1
-        self._ops.append(_Xadd(node, fields, self._queued))
+        self._ops.append(Xadd(node, fields, self._queued))
         self._wake.set()
         return True
 
@@ -153,7 +153,7 @@ class Outbox(LinkCore):
                 self._routes_inflight = bool(adds or dels)
                 try:
                     await self._write(batch, adds, dels)
-                except _DOWN as exc:
+                except DOWN as exc:
                     self._routes_inflight = False
                     self._down(exc)
                     for topic_filter in adds:
@@ -163,7 +163,7 @@ class Outbox(LinkCore):
                         if topic_filter not in self._route_add:
                             self._route_del.add(topic_filter)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, _RETRY_MAX_S)
+                    delay = min(delay * 2, RETRY_MAX_S)
                     continue
                 delay = 0.05
                 self._routes_inflight = False
@@ -174,11 +174,11 @@ class Outbox(LinkCore):
                     self._written = batch[-1].seq
                 self._release_waiters()
 
-    async def _write(self, batch: list[_Op], adds: set[str], dels: set[str]) -> None:
+    async def _write(self, batch: list[Op], adds: set[str], dels: set[str]) -> None:
         keys = self.keys
         pipe = self.redis.pipeline(transaction=False)
         for op in batch:
-            if isinstance(op, _Xadd):
+            if isinstance(op, Xadd):
                 fields: Any = op.fields
                 pipe.xadd(keys.stream(op.node), fields, maxlen=self.settings.stream_maxlen, approximate=True)
             else:
@@ -227,7 +227,7 @@ class Outbox(LinkCore):
         if len(self._ops) >= self.settings.max_outbox:
             return  # the stale entry only costs a needless kick later
         self._queued += 1
-        self._ops.append(_Release(session.client_id, self._queued))
+        self._ops.append(Release(session.client_id, self._queued))
         self._wake.set()
 
     def delivered(self, session: Session, topic: str, payload: bytes) -> None:

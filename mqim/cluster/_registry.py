@@ -11,7 +11,7 @@ from typing import Any
 from mqim.broker._connection import MqttConnection
 from mqim.cluster._adopt import Moved
 from mqim.cluster._claims import Claims
-from mqim.cluster._core import _ADOPT_LOCK_MS, _DOWN, _text, log
+from mqim.cluster._core import ADOPT_LOCK_MS, DOWN, log, text
 from mqim.storage import RedisSessionStore
 
 
@@ -55,7 +55,7 @@ class Registry(Claims):
                         self.fence.renewed(sent)
                     else:
                         self._fence("heartbeat key gone (expired, or Redis lost its data)")
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)
             await asyncio.sleep(self.settings.heartbeat_s)  # cancelled at exit
 
@@ -111,7 +111,7 @@ class Registry(Claims):
     async def _rejoin(self) -> None:
         """Register again under this node's own adoption lock; reload what it still owns."""
         keys, node = self.keys, self.node_id
-        lock = await self.redis.set(keys.adopt(node), f"{node}:rejoin", nx=True, px=_ADOPT_LOCK_MS)
+        lock = await self.redis.set(keys.adopt(node), f"{node}:rejoin", nx=True, px=ADOPT_LOCK_MS)
         if not lock:
             return  # another node is adopting this one: rejoin after it is done
         try:
@@ -135,7 +135,7 @@ class Registry(Claims):
                 restored = len(fresh)
                 local.update(hub.index.local_filters())
             self._route_add = local
-            self._route_del = {_text(m) for m in members} - local
+            self._route_del = {text(m) for m in members} - local
             self._healthy_since = time.monotonic()
             self._serving_again.set()
             self._wake.set()

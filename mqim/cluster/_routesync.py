@@ -6,7 +6,7 @@ import contextlib
 import time
 from typing import Any
 
-from mqim.cluster._core import _DOWN, _RETRY_MAX_S, _text
+from mqim.cluster._core import DOWN, RETRY_MAX_S, text
 from mqim.cluster._keys import decode_delta
 from mqim.cluster._outbox import Outbox
 
@@ -54,11 +54,11 @@ class RouteSync(Outbox):
                     if time.monotonic() >= next_sync:
                         await self._resync()
                         next_sync = time.monotonic() + self.settings.resync_s
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._down(exc)
-                await self._pause(min(self.settings.heartbeat_s, _RETRY_MAX_S))
+                await self._pause(min(self.settings.heartbeat_s, RETRY_MAX_S))
             finally:
-                with contextlib.suppress(*_DOWN):
+                with contextlib.suppress(*DOWN):
                     await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     def _apply_delta(self, raw: bytes) -> None:
@@ -80,18 +80,18 @@ class RouteSync(Outbox):
         # meanwhile waits in its stream for the adopter instead of finding no route at all.
         await self._live_nodes()
         raw: Any = await self.redis.hkeys(self.keys.nodes)
-        registered = {_text(n) for n in raw}
+        registered = {text(n) for n in raw}
         for node in set(self.routes.nodes) - registered:
             self.routes.drop(node)
         for node in registered:
             if node == self.node_id:
                 continue
             members: Any = await self.redis.smembers(self.keys.routes(node))
-            self.routes.replace(node, (_text(m) for m in members))
+            self.routes.replace(node, (text(m) for m in members))
 
     async def _live_nodes(self) -> set[str]:
         raw: Any = await self.redis.hkeys(self.keys.nodes)
-        nodes = [_text(n) for n in raw]
+        nodes = [text(n) for n in raw]
         if not nodes:
             self._live = set()
             return set()

@@ -23,17 +23,9 @@ from mqim.acl import (
     format_rule,
     parse_rule,
 )
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    MongoOpt,
-    fail,
-    open_storage,
-    run,
-    storage_config,
-)
+from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
 from mqim.protocol import InvalidId, parse_conv
 from mqim.storage import AccountKind, AclRuleRecord, NotFound, StorageError
 

@@ -11,11 +11,12 @@ from mqim.cli._acl_cmd import acl_app
 from mqim.cli._bench_cmd import bench_command
 from mqim.cli._bridge_cmd import bridge_app
 from mqim.cli._cluster_cmd import broker_command, cluster_app
-from mqim.cli._common import ConfigOpt, DataDirOpt, LogFormatOpt, get_config
+from mqim.cli._common import get_config
 from mqim.cli._group_cmd import group_app
 from mqim.cli._hooks_cmd import hooks_app
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
+from mqim.cli._options import ConfigOpt, DataDirOpt, LogFormatOpt
 from mqim.cli._role_cmd import role_app
 from mqim.cli._status_cmd import status_command
 from mqim.cli._token_cmd import token_app

@@ -8,17 +8,9 @@ from typing import Annotated
 import typer
 
 from mqim.cli._bridge_edit import JsonOpt, NameArg, checked_name
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    MongoOpt,
-    fail,
-    open_storage,
-    run,
-    storage_config,
-)
+from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
 from mqim.storage import AccountKind, AlreadyExists, NotFound, StorageError, UserRecord
 
 MAX_PASSWORD_LENGTH = 1024

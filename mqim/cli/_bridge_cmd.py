@@ -29,14 +29,8 @@ from mqim.cli._bridge_edit import (
     validated,
 )
 from mqim.cli._bridge_list import list_bridges
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    MongoOpt,
-    fail,
-    storage_config,
-)
+from mqim.cli._common import fail, storage_config
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
 
 bridge_app = typer.Typer(
     name="bridge",

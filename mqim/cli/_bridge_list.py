@@ -10,7 +10,7 @@ import typer
 
 from mqim.bridge import read_status
 from mqim.cli._bridge_edit import JsonOpt, bridge_paths, load_definitions
-from mqim.cli._common import ConfigOpt, DataDirOpt
+from mqim.cli._options import ConfigOpt, DataDirOpt
 
 
 def _age(ts: Any) -> str:

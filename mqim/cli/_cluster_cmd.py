@@ -10,41 +10,23 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mqim.cli._common import (
-    REDIS_ENV,
+from mqim.cli._common import fail, get_config, run, run_until_signal
+from mqim.cli._exceptions import CliError
+from mqim.cli._logging import configure_logging
+from mqim.cli._options import (
     ConfigOpt,
     DatabaseOpt,
     DataDirOpt,
     LogFormatOpt,
     MongoOpt,
-    fail,
-    get_config,
-    run,
-    run_until_signal,
+    PrefixOpt,
+    RedisOpt,
 )
-from mqim.cli._exceptions import CliError
-from mqim.cli._logging import configure_logging
 
 if TYPE_CHECKING:
     from mqim.cluster import NodeStatus
 
 _log = logging.getLogger("mqim.cli.cluster")
-
-RedisOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--redis",
-        envvar=REDIS_ENV,
-        help="Redis URL of the cluster (env MQIM_REDIS_URL)  [default: cluster.redis_url]",
-        show_default=False,
-    ),
-]
-PrefixOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--prefix", help="Redis key prefix shared by the cluster's nodes  [default: cluster.prefix, mqim]"
-    ),
-]
 
 SHARED_UP_FILTER = "$share/logic/im/v1/up/+/+"
 """What `mqim logic --shared` workers subscribe to: each request goes to one of them."""

@@ -1,4 +1,5 @@
-"""Shared options and helpers of the commands: config loading, errors, storage, connections."""
+"""Shared helpers of the commands: config loading, errors, storage, connections (their options:
+`mqim/cli/_options.py`)."""
 
 from __future__ import annotations
 
@@ -10,45 +11,19 @@ import ssl
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import typer
 
 from mqim.cli._config import MqimConfig, load_config
 from mqim.cli._exceptions import CliError, ConfigError
+from mqim.cli._options import REDIS_ENV
 
 if TYPE_CHECKING:
     from mqim.storage import Storage
 
 _T = TypeVar("_T")
-
-ConfigOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--config",
-        "-c",
-        envvar="MQIM_CONFIG",
-        help="TOML configuration file (env MQIM_CONFIG). Values: defaults < file < env MQIM_* < flags.",
-        dir_okay=False,
-    ),
-]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="Data directory holding mqim.db  [default: ./mqim-data or config]"),
-]
-LogFormatOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--log-format",
-        help="Log lines as text or json (one JSON object per line)  [default: log.format, text]",
-        show_default=False,
-    ),
-]
-HostOpt = Annotated[str | None, typer.Option("--host", help="Broker host  [default: 127.0.0.1 or config]")]
-PortOpt = Annotated[
-    int | None, typer.Option("--port", help="Broker port  [default: 1883 or config]", min=0, max=65535)
-]
 
 
 def fail(message: str, exit_code: int = 1) -> NoReturn:
@@ -71,25 +46,6 @@ def run(coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run(coro)
     except CliError as exc:
         fail(exc.message, exc.exit_code)
-
-
-MongoOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--mongo",
-        envvar="MQIM_MONGO_URL",
-        help="Cluster mode: the cluster's MongoDB URL, used instead of <data-dir>/mqim.db "
-        "(env MQIM_MONGO_URL)  [default: cluster.mongo_url]",
-        show_default=False,
-    ),
-]
-DatabaseOpt = Annotated[
-    str | None,
-    typer.Option("--database", help="MongoDB database (cluster mode)  [default: cluster.database, mqim]"),
-]
-
-REDIS_ENV = "MQIM_REDIS_URL"
-"""The environment variable of `--redis` (`mqim broker`, `mqim cluster status`)."""
 
 
 def storage_config(

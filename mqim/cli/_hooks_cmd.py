@@ -11,7 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from mqim.cli._common import ConfigOpt, DataDirOpt, fail, get_config
+from mqim.cli._common import fail, get_config
+from mqim.cli._options import ConfigOpt, DataDirOpt
 from mqim.hooks import (
     OUTBOX_FILENAME,
     HookEndpoint,

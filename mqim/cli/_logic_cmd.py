@@ -10,22 +10,11 @@ from typing import Annotated
 import typer
 
 from mqim.cli._broker_url import parse_broker_url
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    LogFormatOpt,
-    MongoOpt,
-    connect_host,
-    open_storage,
-    run,
-    run_until_signal,
-    storage_config,
-    tls_context,
-)
+from mqim.cli._common import connect_host, open_storage, run, run_until_signal, storage_config, tls_context
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError, ConfigError
 from mqim.cli._logging import configure_logging
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, LogFormatOpt, MongoOpt
 
 _log = logging.getLogger("mqim.cli.logic")
 

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mqim.cli._common import ConfigOpt, HostOpt, PortOpt, connect_host, fail, get_config, run, tls_context
+from mqim.cli._common import connect_host, fail, get_config, run, tls_context
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt, HostOpt, PortOpt
 from mqim.client import (
     AckTimeout,
     AuthError,

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
-from mqim.cli._common import ConfigOpt, get_config, run
+from mqim.cli._common import get_config, run
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt
 
 UrlOpt = Annotated[
     str | None,

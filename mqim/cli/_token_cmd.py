@@ -20,19 +20,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    MongoOpt,
-    fail,
-    get_config,
-    open_storage,
-    run,
-    storage_config,
-)
+from mqim.cli._common import fail, get_config, open_storage, run, storage_config
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
 from mqim.protocol import InvalidId, validate_id
 from mqim.storage import StorageError
 

@@ -7,18 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mqim.cli._common import (
-    ConfigOpt,
-    DatabaseOpt,
-    DataDirOpt,
-    MongoOpt,
-    fail,
-    open_storage,
-    run,
-    storage_config,
-)
+from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
 from mqim.protocol import InvalidId, validate_id
 from mqim.storage import AccountKind, AlreadyExists, NotFound, StorageError, UserRecord
 

@@ -25,7 +25,7 @@ from mqim.acl import (
 )
 from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._exceptions import CliError
-from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, JsonLinesOpt, MongoOpt
 from mqim.protocol import InvalidId, parse_conv
 from mqim.storage import AccountKind, AclRuleRecord, NotFound, StorageError
 
@@ -84,7 +84,7 @@ def add_rule(
 
 @acl_app.command("list")
 def list_rules(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLinesOpt = False,
     builtin: Annotated[bool, typer.Option("--builtin", help="Also list the built-in v1 rules.")] = False,
     data_dir: DataDirOpt = None,
     mongo_url: MongoOpt = None,

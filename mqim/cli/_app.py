@@ -16,7 +16,7 @@ from mqim.cli._group_cmd import group_app
 from mqim.cli._hooks_cmd import hooks_app
 from mqim.cli._logic_cmd import logic_command
 from mqim.cli._messaging import send_command, tail_command
-from mqim.cli._options import ConfigOpt, DataDirOpt, LogFormatOpt
+from mqim.cli._options import ConfigOpt, DataDirOpt, ListenHostOpt, ListenPortOpt, LogFormatOpt
 from mqim.cli._role_cmd import role_app
 from mqim.cli._status_cmd import status_command
 from mqim.cli._token_cmd import token_app
@@ -50,13 +50,8 @@ def _root(
 
 @app.command("serve")
 def serve(
-    host: Annotated[
-        str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
-    ] = None,
-    port: Annotated[
-        int | None,
-        typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535),
-    ] = None,
+    host: ListenHostOpt = None,
+    port: ListenPortOpt = None,
     data_dir: DataDirOpt = None,
     log_format: LogFormatOpt = None,
     config_path: ConfigOpt = None,

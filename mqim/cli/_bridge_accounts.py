@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from mqim.cli._bridge_edit import JsonOpt, NameArg, checked_name
+from mqim.cli._bridge_edit import NameArg, checked_name
 from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._exceptions import CliError
-from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, JsonOpt, MongoOpt, YesOpt
 from mqim.storage import AccountKind, AlreadyExists, NotFound, StorageError, UserRecord
 
 MAX_PASSWORD_LENGTH = 1024
@@ -85,7 +85,7 @@ def list_accounts(
 @account_app.command("remove")
 def remove_account(
     name: NameArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     data_dir: DataDirOpt = None,
     mongo_url: MongoOpt = None,
     database: DatabaseOpt = None,

@@ -30,7 +30,6 @@ _APPLY = "restart the server to apply"
 _M = TypeVar("_M", bound=BaseModel)
 
 NameArg = Annotated[str, typer.Argument(help="Name ([A-Za-z0-9_.-]{1,64}).", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def explain_invalid(exc: ValidationError) -> str:

@@ -9,8 +9,8 @@ from typing import Any
 import typer
 
 from mqim.bridge import read_status
-from mqim.cli._bridge_edit import JsonOpt, bridge_paths, load_definitions
-from mqim.cli._options import ConfigOpt, DataDirOpt
+from mqim.cli._bridge_edit import bridge_paths, load_definitions
+from mqim.cli._options import ConfigOpt, DataDirOpt, JsonOpt
 
 
 def _age(ts: Any) -> str:

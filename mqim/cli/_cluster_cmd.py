@@ -17,6 +17,9 @@ from mqim.cli._options import (
     ConfigOpt,
     DatabaseOpt,
     DataDirOpt,
+    JsonOpt,
+    ListenHostOpt,
+    ListenPortOpt,
     LogFormatOpt,
     MongoOpt,
     PrefixOpt,
@@ -42,12 +45,8 @@ def broker_command(
     redis_url: RedisOpt = None,
     mongo_url: MongoOpt = None,
     database: DatabaseOpt = None,
-    host: Annotated[
-        str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
-    ] = None,
-    port: Annotated[
-        int | None, typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535)
-    ] = None,
+    host: ListenHostOpt = None,
+    port: ListenPortOpt = None,
     no_logic: Annotated[
         bool, typer.Option("--no-logic", help="No embedded logic: `mqim logic --shared` workers do it.")
     ] = False,
@@ -153,7 +152,7 @@ async def _forever() -> None:
 def status_command(
     redis_url: RedisOpt = None,
     prefix: PrefixOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    as_json: JsonOpt = False,
     config_path: ConfigOpt = None,
 ) -> None:
     """Nodes, whether they are alive, clients per node, queue depths, stream lag, recent deaths.

@@ -31,6 +31,14 @@ LogFormatOpt = Annotated[
     ),
 ]
 
+# -- a server's listener (`mqim serve`, `mqim broker`) ------------------------------------------
+ListenHostOpt = Annotated[
+    str | None, typer.Option("--host", help="Address to listen on  [default: 127.0.0.1 or config]")
+]
+ListenPortOpt = Annotated[
+    int | None, typer.Option("--port", help="MQTT TCP port  [default: 1883 or config]", min=0, max=65535)
+]
+
 # -- a client's broker (`mqim send`, `mqim tail`) ----------------------------------------------
 HostOpt = Annotated[str | None, typer.Option("--host", help="Broker host  [default: 127.0.0.1 or config]")]
 PortOpt = Annotated[
@@ -71,3 +79,8 @@ PrefixOpt = Annotated[
         "--prefix", help="Redis key prefix shared by the cluster's nodes  [default: cluster.prefix, mqim]"
     ),
 ]
+
+# -- output and confirmation -------------------------------------------------------------------
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonLinesOpt = Annotated[bool, typer.Option("--json", help="One JSON object per line.")]
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]

@@ -15,7 +15,7 @@ import typer
 from mqim.cli._common import fail, open_storage, run, storage_config
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError
-from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, MongoOpt
+from mqim.cli._options import ConfigOpt, DatabaseOpt, DataDirOpt, JsonLinesOpt, MongoOpt, YesOpt
 from mqim.protocol import InvalidId, validate_id
 from mqim.storage import AlreadyExists, NotFound, Storage, StorageError
 
@@ -83,7 +83,7 @@ def add_role(
 @role_app.command("remove")
 def remove_role(
     name: RoleArg,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
     data_dir: DataDirOpt = None,
     mongo_url: MongoOpt = None,
     database: DatabaseOpt = None,
@@ -101,7 +101,7 @@ def remove_role(
 
 @role_app.command("list")
 def list_roles(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    as_json: JsonLinesOpt = False,
     data_dir: DataDirOpt = None,
     mongo_url: MongoOpt = None,
     database: DatabaseOpt = None,

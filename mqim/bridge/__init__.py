@@ -45,7 +45,7 @@ from mqim.bridge._exceptions import (
 )
 from mqim.bridge._im import command_for, decode_payload, stable_message_id, uplink_for
 from mqim.bridge._loop import EchoGuard, payload_digest
-from mqim.bridge._outbound import Barrier, OutboundBridge, cover_filters
+from mqim.bridge._outbound import Barrier, OutboundBridge
 from mqim.bridge._outbox import Outbox, OutboxEntry
 from mqim.bridge._service import BridgeService, CommitterLike, committer_barrier
 from mqim.bridge._status import BridgeStats, read_status, write_status
@@ -53,6 +53,7 @@ from mqim.bridge._topics import (
     Direction,
     TopicRule,
     check_topic_rule,
+    cover_filters,
     format_topic_rule,
     local_filters,
     map_in,

@@ -47,22 +47,26 @@ from types import TracebackType
 from typing import Final, Self
 
 import aiomqtt
-from paho.mqtt.reasoncodes import ReasonCode
 
 from mqim._ports import BrokerPort, Receipt
-from mqim.acl import filter_is_subset
 from mqim.bridge._config import BridgeConfig
 from mqim.bridge._exceptions import BridgeConfigError, BridgeStorageError, BridgeUnavailable
 from mqim.bridge._loop import EchoGuard
 from mqim.bridge._outbox import Outbox
+from mqim.bridge._remote import CONNECT_TIMEOUT_S, SEND_WINDOW, new_client, raise_if_cancelling, refused
 from mqim.bridge._status import BridgeStats
-from mqim.bridge._topics import TopicRule, local_filters, map_in, map_out, may_echo, subscriptions
+from mqim.bridge._topics import (
+    TopicRule,
+    cover_filters,
+    local_filters,
+    map_in,
+    map_out,
+    may_echo,
+    subscriptions,
+)
 from mqim.client import backoff_delay
 
 log = logging.getLogger("mqim.bridge")
-
-SEND_WINDOW: Final = 32
-"""Outbound messages published before waiting for their acknowledgements."""
 
 MAX_IN_BATCH: Final = 256
 """Inbound messages routed before one durability barrier and their acknowledgements."""
@@ -70,37 +74,12 @@ MAX_IN_BATCH: Final = 256
 PUBLISH_TIMEOUT_S: Final = 10.0
 """How long one outbound publish waits for the remote's acknowledgement."""
 
-CONNECT_TIMEOUT_S: Final = 10.0
-"""How long a connection attempt (and its subscriptions) may take."""
-
 DRAIN_TIMEOUT_S: Final = 5.0
 """How long a clean stop waits for pending outbound messages to be confirmed."""
 
 
 Barrier = Callable[[], Awaitable[None]]
 """Waits until every message routed so far is durable (its queue writes are committed)."""
-
-
-def cover_filters(filters: list[str]) -> list[str]:
-    """Drop every filter that another one already covers (so a message fires one listener)."""
-    filters = list(dict.fromkeys(filters))
-    kept: list[str] = []
-    for index, candidate in enumerate(filters):
-        others = filters[:index] + filters[index + 1 :]
-        if not any(filter_is_subset(candidate, other) for other in others):
-            kept.append(candidate)
-    return kept
-
-
-def _refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:
-    return any((code.value if isinstance(code, ReasonCode) else code) >= 0x80 for code in granted)
-
-
-def _raise_if_cancelling() -> None:
-    # aiomqtt's wait_for (Python 3.11) can swallow a cancellation; the request stays visible.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
 
 
 class OutboundBridge:
@@ -326,46 +305,25 @@ class OutboundBridge:
         self.stats.messages_in += 1
 
     # -- remote side ---------------------------------------------------------------------------
-    def _new_client(self) -> aiomqtt.Client:
-        config = self.config
-        client = aiomqtt.Client(
-            self._remote.host,
-            self._remote.port,
-            username=config.username,
-            password=config.password,
-            identifier=config.effective_client_id,
-            clean_session=False,
-            keepalive=config.keepalive,
-            tls_context=self._tls,
-            timeout=CONNECT_TIMEOUT_S,
-            max_inflight_messages=SEND_WINDOW,
-        )
-        # Acknowledge inbound QoS 1 only once the message is routed and durable here. aiomqtt has
-        # no option for it; its paho client does (`manual_ack`), and `ack()` is called below.
-        client._client.manual_ack_set(True)
-        # Up to SEND_WINDOW publishes wait for their acknowledgements by design: not a warning.
-        client.pending_calls_threshold = SEND_WINDOW
-        return client
-
     async def _supervise(self) -> None:
         """Connect, run, and reconnect with bounded exponential back-off; forever."""
         attempt = 0
         while True:
-            _raise_if_cancelling()
+            raise_if_cancelling()
             self._set_state("connecting")
-            client = self._new_client()
+            client = new_client(self.config, tls=self._tls)
             try:
                 async with client:
                     attempt = 0
                     await self._run_connection(client)
             except (aiomqtt.MqttError, BridgeUnavailable) as exc:
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 self.stats.error(str(exc) or type(exc).__name__)
                 log.warning("bridge %s: %s:%d: %s", self.name, self._remote.host, self._remote.port, exc)
             except Exception as exc:
                 # Anything unexpected (TLS, socket, library errors) is counted and retried: one
                 # bridge must never stop for good while the server runs.
-                _raise_if_cancelling()
+                raise_if_cancelling()
                 self.stats.error(f"{type(exc).__name__}: {exc}")
                 log.exception("bridge %s failed; reconnecting", self.name)
             finally:
@@ -382,7 +340,7 @@ class OutboundBridge:
         subs = subscriptions(self.rules)
         for topic_filter, qos in subs.items():
             granted = await client.subscribe(topic_filter, qos=min(qos, 1), timeout=CONNECT_TIMEOUT_S)
-            if _refused(granted):
+            if refused(granted):
                 raise BridgeUnavailable(f"the remote refused the subscription to {topic_filter!r}")
         if self._ever_connected:
             self.stats.reconnects += 1
@@ -438,7 +396,7 @@ class OutboundBridge:
                 ),
                 return_exceptions=True,
             )
-            _raise_if_cancelling()
+            raise_if_cancelling()
             # Confirmed in order: the prefix the remote acknowledged leaves the outbox; the rest
             # (after a failure) is sent again.
             through = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from mqim.acl import is_valid_filter, is_valid_topic, topic_matches
+from mqim.acl import filter_is_subset, is_valid_filter, is_valid_topic, topic_matches
 from mqim.bridge._exceptions import TopicRuleError
 
 MAX_RULE_CHARS: Final = 1024
@@ -182,3 +182,14 @@ def subscriptions(rules: tuple[TopicRule, ...]) -> dict[str, int]:
 def local_filters(rules: tuple[TopicRule, ...]) -> list[str]:
     """Local filters to listen on (for out/both rules), without duplicates, in rule order."""
     return list(dict.fromkeys(rule.local_filter for rule in rules if rule.outbound))
+
+
+def cover_filters(filters: list[str]) -> list[str]:
+    """Drop every filter that another one already covers (so a message fires one listener)."""
+    filters = list(dict.fromkeys(filters))
+    kept: list[str] = []
+    for index, candidate in enumerate(filters):
+        others = filters[:index] + filters[index + 1 :]
+        if not any(filter_is_subset(candidate, other) for other in others):
+            kept.append(candidate)
+    return kept

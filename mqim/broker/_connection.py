@@ -14,55 +14,44 @@ import asyncio
 import logging
 import time
 from collections import deque
-from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from mqim import mqtt as c
-from mqim.acl import Action, Identity, is_valid_filter
-from mqim.broker._exceptions import AuthenticationBusy, MalformedPacket, ProtocolViolation
+from mqim.acl import Identity
+from mqim.broker._conn_state import State
+from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
+from mqim.broker._handshake import ConnectHandshake
 from mqim.broker._holds import Hold
 from mqim.broker._logsummary import SummaryLog, host_of
-from mqim.broker._notices import bridge_notice_name
-from mqim.broker._scopes import wide_count
 from mqim.broker._session import Session
+from mqim.broker._subscribe import grant_subscriptions
+from mqim.broker._topics import check_filter, is_sys_topic, valid_publish_topic
 from mqim.protocol import PREFIX, ErrorCode
 
 if TYPE_CHECKING:
     from mqim.broker._broker import MqimBroker
 
+__all__ = ["MqttConnection", "State", "is_sys_topic"]
+# `State` (now in `_conn_state`) and `is_sys_topic` (`_topics`) keep their old import path.
+
 log = logging.getLogger("mqim.broker.connection")
-# Refusals and protocol-violation closes are aggregated per source address and reason (first
-# occurrence, then a periodic summary): an attacker cannot fill the disk with log lines.
-_refusals = SummaryLog(logger=log, what="refused CONNECT")
+# Protocol-violation closes are aggregated per source address and reason (first occurrence,
+# then a periodic summary): an attacker cannot fill the disk with log lines.
 _violations = SummaryLog(logger=log, what="closed on a protocol violation", level=logging.WARNING)
-_delayed_refusals = 0  # refusals waiting for LIMIT_REFUSAL_DELAY_S, this process
 
 
 _PAUSE_WRITE = 1  # the client reads slower than we write
 _PAUSE_HELD = 2  # the broker holds too many publishes for the logic (Hub back-pressure)
 _PAUSE_OWED = 4  # this connection is owed too many acknowledgements
 _HOLD_BACK = _PAUSE_HELD | _PAUSE_OWED  # reasons to stop handling packets already read
-# A CONNECT refused because a limit is reached (connections, CONNECTs per second from one
-# address: issue 12) is answered after this delay, with reading paused meanwhile. A client that
-# retries as soon as it is answered (a password guesser) then costs a timer per second instead of
-# a socket round trip, and a wake-up of the server, hundreds of times a second. At most
-# MAX_DELAYED_REFUSALS wait at once; beyond that a refusal leaves at once.
-LIMIT_REFUSAL_DELAY_S = 1.0
-MAX_DELAYED_REFUSALS = 1_000
 _UP_PREFIX = f"{PREFIX}/up/"
 
 
-class State(Enum):
-    AWAIT_CONNECT = 1
-    AUTHENTICATING = 2
-    CONNECTED = 3
-    CLOSED = 4
+class MqttConnection(ConnectHandshake, asyncio.Protocol):
+    """The broker side of one client connection (its CONNECT path: `ConnectHandshake`)."""
 
-
-class MqttConnection(asyncio.Protocol):
-    """The broker side of one client connection."""
-
-    # Slots: thousands of idle connections each pay for their attributes, not for a __dict__.
+    # Slots: thousands of idle connections each pay for their attributes, not for a __dict__
+    # (those the CONNECT path sets are slots of ConnectHandshake).
     __slots__ = (
         "_backlog",
         "_clean_disconnect",
@@ -72,18 +61,13 @@ class MqttConnection(asyncio.Protocol):
         "broker",
         "close_reason",
         "closing",
-        "connect",
         "decoder",
         "hub",
-        "identity",
-        "keepalive",
         "last_rx",
         "listener",
         "opened_at",
         "over_limit",
         "peer",
-        "session",
-        "state",
         "transport",
         "writable",
     )
@@ -275,143 +259,6 @@ class MqttConnection(asyncio.Protocol):
         _violations.note(host_of(self.peer), reason, "closing %s: %s", who, reason)
         self.close(reason)
 
-    # -- CONNECT -------------------------------------------------------------------------------
-    def _on_first_packet(self) -> None:
-        packet_type, flags, body = self._backlog.pop(0)
-        if packet_type != c.CONNECT or isinstance(body, c.Oversize):
-            raise ProtocolViolation("first packet is not CONNECT (MQTT-3.1.0-1)")
-        try:
-            connect = c.decode_connect(flags, body)
-        except c.UnsupportedProtocol as exc:
-            self.write(c.encode_connack(session_present=False, return_code=c.REFUSED_PROTOCOL))
-            raise ProtocolViolation(str(exc)) from exc
-        self.connect = connect
-        settings = self.broker.settings
-        if self.over_limit:
-            self.hub.counters.connections_refused += 1
-            self._refuse(c.REFUSED_UNAVAILABLE, "connection limit reached", delay=LIMIT_REFUSAL_DELAY_S)
-            return
-        if not connect.client_id and not connect.clean_session:
-            self._refuse(c.REFUSED_IDENTIFIER, "empty client id needs clean session (MQTT-3.1.3-8)")
-            return
-        if len(connect.client_id) > settings.max_client_id_chars:
-            self._refuse(c.REFUSED_IDENTIFIER, "client id too long")
-            return
-        if (
-            connect.will_topic is not None
-            and not _valid_publish_topic(connect.will_topic)
-            # A Mosquitto bridge's will is its `$SYS/broker/connection/{name}/state` notice.
-            and bridge_notice_name(connect.will_topic) is None
-        ):
-            raise ProtocolViolation(f"invalid will topic {connect.will_topic!r} (MQTT-3.1.3-10)")
-        self.keepalive = connect.keepalive * settings.keepalive_factor
-        self.state = State.AUTHENTICATING
-        if isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.pause_reading()
-        self.broker.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
-
-    def _refuse(self, code: int, reason: str, *, delay: float = 0.0) -> None:
-        _refusals.note(host_of(self.peer), reason, "refusing CONNECT from %s: %s", self.peer, reason)
-        global _delayed_refusals
-        if delay > 0 and _delayed_refusals < MAX_DELAYED_REFUSALS:
-            _delayed_refusals += 1
-            self.state = State.AUTHENTICATING  # nothing more is handled (MQTT-3.1.4-5)
-            if isinstance(self.transport, asyncio.ReadTransport):
-                self.transport.pause_reading()
-            self.broker.loop.call_later(delay, self._refuse_now, code, reason)
-            return
-        self._refuse_now(code, reason, delayed=False)
-
-    def _refuse_now(self, code: int, reason: str, *, delayed: bool = True) -> None:
-        if delayed:
-            global _delayed_refusals
-            _delayed_refusals -= 1
-        # MQTT-3.2.2-5: after a CONNACK with a non-zero return code, close.
-        self.write(c.encode_connack(session_present=False, return_code=code))
-        self.close(reason)
-        if delayed and isinstance(self.transport, asyncio.ReadTransport):
-            # A delayed refusal paused reading: a WebSocket reader waits for it to resume before
-            # it notices the close. Only then: resuming a socket transport refused during
-            # authentication (a cluster claim that failed) kept its peer's reconnects from being
-            # served (tests/cluster/test_failover.py).
-            self.transport.resume_reading()
-
-    async def _authenticate(self, connect: c.Connect) -> None:
-        try:
-            identity = await self.broker.authenticate(self, connect)
-        except AuthenticationBusy:
-            if self.state is State.AUTHENTICATING:
-                self._refuse(c.REFUSED_UNAVAILABLE, "password checks busy")
-            return
-        except Exception:
-            log.exception("authentication failed with an error for %s", self.peer)
-            identity = None
-            if self.state is State.AUTHENTICATING:
-                self._refuse(c.REFUSED_UNAVAILABLE, "authentication backend error")
-            return
-        if self.state is not State.AUTHENTICATING:
-            return  # the socket went away meanwhile
-        if identity is None:
-            self._refuse(c.REFUSED_BAD_CREDENTIALS, f"bad credentials for user {connect.username!r}")
-            return
-        if (
-            connect.will_topic is not None
-            and not (identity.kind == "bridge" and bridge_notice_name(connect.will_topic) is not None)
-            and not self.hub.acl.allowed(identity, Action.PUBLISH, connect.will_topic)
-        ):
-            self._refuse(c.REFUSED_NOT_AUTHORIZED, f"will topic {connect.will_topic!r} not allowed")
-            return
-        refusal = self.broker.admit_connection(self, identity)  # disabled meanwhile, per-user limit
-        if refusal is not None:
-            self._refuse(*refusal)
-            return
-        claim = self.hub.claim_session
-        if claim is not None and connect.client_id:
-            # Cluster mode: the client id may live on another node (takeover, session handover).
-            claimed = await claim(connect.client_id, connect.clean_session)
-            if self.state is not State.AUTHENTICATING:
-                return
-            if not claimed:
-                self._refuse(c.REFUSED_UNAVAILABLE, "cluster state unavailable")
-                return
-        self._start_session(connect, identity)
-
-    def _start_session(self, connect: c.Connect, identity: Identity) -> None:
-        broker = self.broker
-        hub = self.hub
-        # The credentials have done their job: do not keep the password for the connection's life.
-        connect.password = None
-        client_id = connect.client_id or f"auto-{id(self):x}-{int(time.time() * 1000)}"
-        existing = hub.sessions.get(client_id)
-        if existing is not None and existing.user != identity.user:
-            # A client id is bound to the user that created its session: another user may
-            # neither take over the connection nor read its queue.
-            self._refuse(c.REFUSED_IDENTIFIER, f"client id {client_id!r} belongs to another user")
-            return
-        if existing is not None and existing.conn is not None:
-            old = existing.conn
-            if isinstance(old, MqttConnection):
-                log.info("client id %r taken over by %s", client_id, self.peer)
-                broker.publish_will(old)
-                old.session = None  # its connection_lost must not detach the new owner
-                hub.disconnected(existing) if not connect.clean_session else None
-                old.state = State.CLOSED
-                old.close("session taken over", abort=True)
-        session, present = hub.open_session(
-            client_id=client_id, identity=identity, clean=connect.clean_session
-        )
-        # A bridge account is a bridge even when its CONNECT lacks the 0x80 level bit (try_private false).
-        session.is_bridge = connect.bridge or identity.kind == "bridge"
-        self.session = session
-        self.identity = identity
-        self.write(c.encode_connack(session_present=present, return_code=c.ACCEPTED))
-        self.state = State.CONNECTED
-        hub.auto_subscribe(session)
-        hub.connected(session, self)
-        if isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.resume_reading()
-        self._run_backlog()
-
     # -- packets after CONNECT -----------------------------------------------------------------
     def _dispatch(self, packet_type: int, flags: int, body: bytes | c.Oversize) -> None:
         session = self.session
@@ -443,7 +290,7 @@ class MqttConnection(asyncio.Protocol):
         elif packet_type == c.UNSUBSCRIBE:
             pid, filters = c.decode_unsubscribe(flags, body)
             for topic_filter in filters:
-                _check_filter(topic_filter, "UNSUBSCRIBE")
+                check_filter(topic_filter, "UNSUBSCRIBE")
             for topic_filter in filters:
                 self.hub.unsubscribe(session, topic_filter)
             self.write(c.encode_unsuback(pid))
@@ -465,7 +312,7 @@ class MqttConnection(asyncio.Protocol):
         topic = pub.topic
         if pub.dup and not pub.qos:
             raise ProtocolViolation("QoS 0 PUBLISH with DUP=1 (MQTT-3.3.1-2)")
-        if not _valid_publish_topic(topic):
+        if not valid_publish_topic(topic):
             raise ProtocolViolation(f"invalid PUBLISH topic {topic!r} (MQTT-3.3.2-2, 4.7.1-1, 4.7.3-1)")
         if is_sys_topic(topic):
             # The server's own topics: a Mosquitto bridge's connection notice is recorded; any
@@ -595,49 +442,14 @@ class MqttConnection(asyncio.Protocol):
         self.close("uplink not stored; reconnect and resend")
 
     def _on_subscribe(self, session: Session, pid: int, topics: list[tuple[str, int]]) -> None:
-        hub = self.hub
         identity = self.identity
         assert identity is not None
-        settings = self.broker.settings
-        codes: list[int] = []
-        granted: list[tuple[str, int]] = []
-        # The limit is on the client's own filters: the server-managed inbox and group
-        # subscriptions (a user may be in up to max_groups_per_user groups) do not count.
-        managed = hub.managed_filters(identity)
-        own = sum(1 for f in session.subscriptions if f not in managed)
-        for topic_filter, _ in topics:
-            _check_filter(topic_filter, "SUBSCRIBE")  # before anything of this SUBSCRIBE applies
-        for topic_filter, qos in topics:
-            if topic_filter not in session.subscriptions and own >= settings.max_subscriptions_per_session:
-                log.info(
-                    "%s: subscription limit %d reached",
-                    session.client_id,
-                    settings.max_subscriptions_per_session,
-                )
-                codes.append(c.SUBACK_FAILURE)
-                continue
-            # The filter intersected with what the identity may receive (DESIGN.md section 8); a
-            # shared subscription is judged by its inner filter (`$share/{group}/{filter}`).
-            scope = hub.scope_compiler.compile(identity, topic_filter)
-            if scope.empty:
-                hub.counters.acl_denied_subscribe += 1
-                codes.append(c.SUBACK_FAILURE)
-                continue
-            wide_limit = settings.max_wide_subscriptions_per_session
-            if scope.wide and wide_count(session, besides=topic_filter) >= wide_limit:
-                log.info("%s: wide subscription limit %d reached", session.client_id, wide_limit)
-                hub.counters.acl_denied_subscribe += 1
-                codes.append(c.SUBACK_FAILURE)
-                continue
-            qos = min(qos, settings.max_qos)
-            if topic_filter not in session.subscriptions and topic_filter not in managed:
-                own += 1
-            hub.subscribe(session, topic_filter, qos, scope=scope)
-            codes.append(qos)
-            granted.append((topic_filter, qos))
+        codes, granted = grant_subscriptions(
+            hub=self.hub, settings=self.broker.settings, session=session, identity=identity, topics=topics
+        )
         self.write(c.encode_suback(pid, codes))
         for topic_filter, qos in granted:
-            hub.send_retained(session, topic_filter, qos)
+            self.hub.send_retained(session, topic_filter, qos)
 
     def info(self) -> dict[str, Any]:
         """A snapshot for `mqim status`."""
@@ -647,25 +459,3 @@ class MqttConnection(asyncio.Protocol):
             "state": self.state.name,
             "client_id": self.session.client_id if self.session else None,
         }
-
-
-def _valid_publish_topic(topic: str) -> bool:
-    # MQTT-3.3.2-2 / 4.7.1-1: no wildcards; MQTT-4.7.3-1: not empty. A `$` topic is a valid name:
-    # it is ACL-checked like any other and only filters naming its first level match it.
-    return bool(topic) and "+" not in topic and "#" not in topic
-
-
-def is_sys_topic(topic: str) -> bool:
-    """Whether `topic` is one of the server's own `$SYS` topics, which clients cannot publish to."""
-    return topic == "$SYS" or topic.startswith("$SYS/")
-
-
-def _check_filter(topic_filter: str, packet: str) -> None:
-    """A SUBSCRIBE or UNSUBSCRIBE filter that is not a valid filter is a protocol violation.
-
-    MQTT-4.7.3-1 (at least one character), MQTT-4.7.1-2 (`#` alone, last), MQTT-4.7.1-3 (`+`
-    a whole level), MQTT-4.8.0-1: the connection closes; no SUBACK 0x80 / UNSUBACK for it.
-    """
-    if not is_valid_filter(topic_filter):
-        rule = "MQTT-4.7.3-1" if topic_filter == "" else "MQTT-4.7.1-2, 4.7.1-3"
-        raise ProtocolViolation(f"invalid {packet} filter {topic_filter!r} ({rule}, 4.8.0-1)")

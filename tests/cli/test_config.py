@@ -264,3 +264,27 @@ def test_cli_reads_config_from_env_var(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["user", "list"], env={"MQIM_CONFIG": str(path)})
     assert result.exit_code == 2
     assert "server.port" in result.stderr
+
+
+def test_a_model_built_directly_reads_no_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MQIM_SERVER__PORT", "1999")
+    assert MqimConfig().server.port == 1883
+    assert load_config(None, {}).server.port == 1999  # load_config reads os.environ by default
+
+
+def test_file_keys_are_case_sensitive_env_names_are_not(tmp_path: Path) -> None:
+    path = write(tmp_path / "upper.toml", "[SERVER]\nport = 2883\n")
+    with pytest.raises(ConfigError, match=r"SERVER.*unknown key"):
+        load_config(path, {}, environ={})
+    assert load_config(None, {}, environ={"MQIM_Server__Port": "2884"}).server.port == 2884
+
+
+@pytest.mark.parametrize("name", ["MQIM_SERVER____PORT", "MQIM___PORT", "MQIM_SERVER__"])
+def test_malformed_variable_names_are_refused(name: str) -> None:
+    with pytest.raises(ConfigError, match=f"malformed configuration variable {name}: empty level"):
+        load_config(None, {}, environ={name: "1"})
+
+
+def test_json_in_the_environment_is_not_decoded() -> None:
+    with pytest.raises(ConfigError, match=r"auth\.methods"):
+        load_config(None, {}, environ={"MQIM_AUTH__METHODS": '["token"]'})

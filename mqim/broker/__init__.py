@@ -24,6 +24,7 @@ from mqim.broker._exceptions import (
 from mqim.broker._hub import Hub, HubObserver, group_of
 from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
+from mqim.broker._ports import ClusterPort
 from mqim.broker._ratelimit import ViolationWindow, address_key
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Session
@@ -59,6 +60,7 @@ __all__ = [
     "BrokerSettings",
     "CertUserField",
     "CertificateAuthenticator",
+    "ClusterPort",
     "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",

@@ -14,12 +14,13 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from mqim.acl import AclEngine, Identity, IdentityKind, ReceiveScope, filter_is_subset, topic_matches
 from mqim.broker._holds import Hold
+from mqim.broker._ports import ClusterPort
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._scopes import (
@@ -62,6 +63,13 @@ class Reader(Protocol):
     """A publisher's connection the hub may pause for back-pressure."""
 
     def resume_publishing(self) -> None: ...
+
+
+@runtime_checkable
+class Evictable(Protocol):
+    """A connection that can be closed at once, leaving its session to another owner."""
+
+    def evict(self, reason: str, *, will: bool = False) -> None: ...
 
 
 class HubObserver(Protocol):
@@ -145,13 +153,77 @@ class Hub:
         # it, each user session is subscribed to `im/v1/g/{group}/#` of its groups and loses
         # (with the queued messages) those of groups it left (DESIGN.md section 4).
         self.member_groups: Callable[[str], Collection[str]] | None = None
-        # Cluster mode (mqim.cluster._link): sends a locally published message to the other
-        # nodes that have subscribers for it; True when that forward must be durable before the
-        # publisher is acknowledged (it then waits for the next commit, like a queued write).
-        self.forwarder: Callable[[str, bytes, int, bool], bool] | None = None
-        # Cluster mode: awaited before a CONNECT with a client id is accepted, to take the id over
-        # from another node and load its persistent session; False refuses the CONNECT.
-        self.claim_session: Callable[[str, bool], Awaitable[bool]] | None = None
+        # Cluster mode: the other nodes (forwarding, client-id claims, route and share reports).
+        self._cluster: ClusterPort | None = None
+
+    # -- cluster mode --------------------------------------------------------------------------
+    def attach_cluster(self, port: ClusterPort) -> None:
+        """Join this node's hub to a cluster (before the broker starts; once).
+
+        From then on a local publish is also offered to `port.forward`, a CONNECT with a client id
+        waits for `port.claim`, and the index reports its filters to `port.filter_changed` and
+        asks `port.take_local` which node serves a share group.
+        """
+        if self._cluster is not None:
+            raise RuntimeError("a cluster port is attached already")
+        self._cluster = port
+        self.index.on_filter = port.filter_changed
+        self.index.share_router = port
+
+    async def claim_session(self, client_id: str, clean: bool) -> bool:
+        """Take `client_id` over before its CONNECT is accepted (cluster mode: it may live on
+        another node); False refuses the CONNECT. True at once without a cluster."""
+        cluster = self._cluster
+        return True if cluster is None else await cluster.claim(client_id, clean)
+
+    def take_over(self, sessions: Iterable[StoredSession]) -> int:
+        """Load persistent sessions this node now owns (a claimed client id, an adopted node, a
+        rejoin) from their stored state, skipping those that have a session here already.
+
+        Returns how many were loaded.
+        """
+        fresh = [stored for stored in sessions if stored.client_id not in self.sessions]
+        if fresh:
+            self.restore(fresh, [])
+        return len(fresh)
+
+    def hand_over(self, session: Session) -> bool:
+        """Forget `session` in memory only: another node owns it now (or may, once this node is
+        fenced). It leaves `sessions` and the index; its stored state is untouched (the new owner
+        loads it). False when it is not this hub's session for its client id (any more).
+        """
+        if self.sessions.get(session.client_id) is not session:
+            return False
+        del self.sessions[session.client_id]
+        for topic_filter in session.subscriptions:
+            self.index.remove(session.client_id, topic_filter)
+        return True
+
+    def evict(self, session: Session, reason: str, *, will: bool = False) -> bool:
+        """Close `session`'s connection at once, leaving the session to another owner (a take-over
+        from another node, a fence): the connection detaches it first and, with `will`, publishes
+        the client's will. False when the session has no connection.
+        """
+        conn = session.conn
+        if not isinstance(conn, Evictable):
+            return False
+        conn.evict(reason, will=will)
+        return True
+
+    def hide_sessions(self, client_ids: Iterable[str]) -> list[Session]:
+        """Take these sessions out of routing until `unhide_sessions` (synchronous use only, within
+        one call: a message they already have must skip them, share groups included)."""
+        hidden: list[Session] = []
+        for client_id in client_ids:
+            session = self.sessions.pop(client_id, None)
+            if session is not None:
+                hidden.append(session)
+        return hidden
+
+    def unhide_sessions(self, hidden: Iterable[Session]) -> None:
+        """Put back the sessions `hide_sessions` took out."""
+        for session in hidden:
+            self.sessions[session.client_id] = session
 
     # -- loading -------------------------------------------------------------------------------
     def restore(self, sessions: list[StoredSession], retained: list[RetainedRecord]) -> None:
@@ -272,7 +344,8 @@ class Hub:
                 if consumer is not None:
                     consumer(topic, payload, hold.take() if hold is not None else None)
         # A message that came from another node is not forwarded again (no loops).
-        if self.forwarder is not None and not forwarded and self.forwarder(topic, payload, qos, retain):
+        cluster = self._cluster
+        if cluster is not None and not forwarded and cluster.forward(topic, payload, qos, retain):
             durable = True
         return durable
 

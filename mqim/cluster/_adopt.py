@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from mqim.acl import Action, topic_matches
-from mqim.broker._hub import Hub
+from mqim.broker import Hub
 from mqim.broker._session import REFUSED
 
 SEEN_MAX: Final = 200_000

@@ -74,8 +74,7 @@ class Adoption(Inbound):
             taken.add(client_id)
             if client_id not in hub.sessions:
                 stored = await self._load_session(client_id)
-                if stored is not None and client_id not in hub.sessions:
-                    hub.restore([stored], [])
+                if stored is not None and hub.take_over([stored]):
                     adopted += 1
         # Our routes for the adopted sessions reach the other nodes before the dead node is
         # deregistered (until then they keep forwarding to its stream, drained here).

@@ -82,8 +82,8 @@ class Claims(Adoption):
             return
         if client_id not in hub.sessions:
             stored = await self._load_session(client_id)
-            if stored is not None and client_id not in hub.sessions:
-                hub.restore([stored], [])
+            if stored is not None:
+                hub.take_over([stored])
 
     async def _settle(self, owner: str, client_id: str) -> None:
         """If `owner` is dead (or dies within its TTL), adopt it or wait for its adopter."""

@@ -28,7 +28,7 @@ from mqim.storage import QueuedMessage, RetainedRecord, SessionStore, StoredSess
 from mqim.storage._redis_codec import Keys, decode_queued, decode_retained, decode_session
 
 if TYPE_CHECKING:
-    from mqim.broker._broker import MqimBroker
+    from mqim.broker import MqimBroker
 
 
 log = logging.getLogger("mqim.cluster")

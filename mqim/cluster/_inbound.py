@@ -7,8 +7,6 @@ from typing import Any, Final
 
 from redis.exceptions import ResponseError
 
-from mqim.broker._connection import MqttConnection
-from mqim.broker._session import Session
 from mqim.cluster._adopt import deliver_to
 from mqim.cluster._core import DOWN, RETRY_MAX_S, log
 from mqim.cluster._keys import GROUP, Forward, Kick, decode_entry, encode_forward
@@ -110,14 +108,9 @@ class Inbound(RouteSync):
     def _route_inbound(self, entry: Forward) -> bool:
         """Route a forwarded entry to every matching local session that does not have it yet."""
         hub = self.broker.hub
-        hidden: dict[str, Session] = {}
-        if entry.mid:
-            # Sessions that already queued this message (its copy came by another stream while
-            # the session changed node) sit out this one call (synchronous: nothing else runs).
-            for client_id in self.seen.holders(entry.mid):
-                session = hub.sessions.pop(client_id, None)
-                if session is not None:
-                    hidden[client_id] = session
+        # Sessions that already queued this message (its copy came by another stream while the
+        # session changed node) sit out this one call (synchronous: nothing else runs).
+        hidden = hub.hide_sessions(self.seen.holders(entry.mid)) if entry.mid else []
         self._inbound_shares = entry.shares
         self._inbound_mid = entry.mid
         try:
@@ -125,7 +118,7 @@ class Inbound(RouteSync):
         finally:
             self._inbound_shares = None
             self._inbound_mid = ""
-            hub.sessions.update(hidden)
+            hub.unhide_sessions(hidden)
         for client_id, node in self.moved.matching(entry.topic):
             durable = self._pass_on(entry, client_id, node) or durable
         return durable
@@ -183,9 +176,7 @@ class Inbound(RouteSync):
         hub = self.broker.hub
         session = hub.sessions.get(kick.client_id)
         if session is not None:
-            conn = session.conn
-            if isinstance(conn, MqttConnection):
-                conn.evict(f"session taken over by node {kick.by}", will=True)
+            hub.evict(session, f"session taken over by node {kick.by}", will=True)
             if session.persistent and hub.sessions.get(kick.client_id) is session:
                 # Hand over: forget it here without deleting it from the shared store; its
                 # routes stay here for a grace period and what arrives for it is sent on.
@@ -195,9 +186,7 @@ class Inbound(RouteSync):
                     filters=tuple(session.subscriptions),
                     grace_s=self.handover_grace_s,
                 )
-                del hub.sessions[kick.client_id]
-                for topic_filter in session.subscriptions:
-                    hub.index.remove(kick.client_id, topic_filter)
+                hub.hand_over(session)
         await self.session_store.flush()
         pipe = self.redis.pipeline(transaction=False)
         pipe.rpush(self.keys.kicked(kick.token), b"1")

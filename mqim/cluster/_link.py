@@ -1,14 +1,14 @@
 """Cluster mode: one broker node among N, coordinated through Redis (DESIGN.md section 6).
 
-`ClusterLink` joins a node's `Hub` to the others:
+`ClusterLink` joins a node's `Hub` to the others, as the hub's `ClusterPort` (`Hub.attach_cluster`):
 
 * Node registry: a heartbeat key with a TTL per node (`ClusterSettings.heartbeat_s`,
   `node_ttl_s`) and the node listed in a hash. `cluster_status` reads it.
-* Route table: the filters of the node's sessions (reported by `SharedIndex.on_filter`) are kept
-  in a Redis set per node; changes are published as deltas on a pub/sub channel, and every node
+* Route table: the filters of the node's sessions (reported to `filter_changed`) are kept in a
+  Redis set per node; changes are published as deltas on a pub/sub channel, and every node
   resyncs the whole table periodically and after reconnecting. The other nodes' filters live in
   `RemoteRoutes`, so a publish finds its remote nodes without a scan.
-* Forwarding: a message published on this node goes (`Hub.forwarder`) to every remote node whose
+* Forwarding: a message published on this node goes (`forward`) to every remote node whose
   filters match, by XADD to that node's stream (bounded by MAXLEN ~). Each node reads its stream
   through a consumer group, routes the entries locally (never forwarded again) and XACKs them
   after the durable commit. At start it first re-reads its own pending entries.
@@ -58,7 +58,7 @@ from mqim.cluster._store import ClusterSessionStore
 from mqim.storage import SessionStore
 
 if TYPE_CHECKING:
-    from mqim.broker._broker import MqimBroker
+    from mqim.broker import MqimBroker
 
 _POOL_SIZE: Final = 32
 
@@ -85,13 +85,12 @@ class ClusterLink(Registry):
 
     # -- wiring --------------------------------------------------------------------------------
     def attach(self, broker: MqimBroker) -> None:
-        """Hook into `broker` (before it starts): index reports, forwarding, claims, observers."""
+        """Join `broker`'s hub to the cluster (before it starts): this link is its `ClusterPort`
+        (forwarding, claims, filter reports, share choices) and a `HubObserver` (clean sessions
+        leave the client-id registry)."""
         self._broker = broker
         hub = broker.hub
-        hub.index.on_filter = self._filter_changed
-        hub.index.share_router = self
-        hub.forwarder = self.forward
-        hub.claim_session = self.claim
+        hub.attach_cluster(self)
         hub.observers.append(self)
 
     # -- lifecycle -----------------------------------------------------------------------------

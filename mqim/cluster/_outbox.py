@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from typing import Any, Final
 
-from mqim.broker._session import Session
+from mqim.broker import Session
 from mqim.cluster._core import DOWN, RETRY_MAX_S, LinkCore, Op, Release, Xadd, log
 from mqim.cluster._keys import Fields, Forward, encode_delta, encode_forward
 from mqim.cluster._routes import LOCAL
@@ -33,7 +33,7 @@ class Outbox(LinkCore):
 
     # -- forwarding out (sync, from Hub.route) -------------------------------------------------
     def take_local(self, share_filter: str, local_ready: bool) -> bool:
-        """`ShareRouter`: serve `share_filter` here, or pick the remote node that will."""
+        """`ClusterPort.take_local`: serve `share_filter` here, or pick the remote node that will."""
         inbound = self._inbound_shares
         if inbound is not None:
             return share_filter in inbound
@@ -60,7 +60,7 @@ class Outbox(LinkCore):
             self.inner_store.record_seen(client_id, mid)
 
     def forward(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
-        """`Hub.forwarder`: queue the message for every remote node that must route it."""
+        """`ClusterPort.forward`: queue the message for every remote node that must route it."""
         picks, decided = self._share_picks, self._decided
         self._share_picks, self._decided = {}, set()
         self._mids += 1

@@ -8,7 +8,6 @@ import os
 import time
 from typing import Any
 
-from mqim.broker._connection import MqttConnection
 from mqim.cluster._adopt import Moved
 from mqim.cluster._claims import Claims
 from mqim.cluster._core import ADOPT_LOCK_MS, DOWN, log, text
@@ -86,14 +85,9 @@ class Registry(Claims):
         if broker is not None:
             hub = broker.hub
             for session in list(hub.sessions.values()):
-                conn = session.conn
-                if isinstance(conn, MqttConnection):
-                    conn.evict("cluster node fenced")
+                if hub.evict(session, "cluster node fenced"):
                     closed += 1
-                if hub.sessions.get(session.client_id) is session:
-                    del hub.sessions[session.client_id]
-                    for topic_filter in session.subscriptions:
-                        hub.index.remove(session.client_id, topic_filter)
+                hub.hand_over(session)
         self.moved = Moved()
         for parked in self._claiming.values():
             parked.clear()
@@ -130,9 +124,7 @@ class Registry(Claims):
             local: set[str] = set(self._always)
             if broker is not None:
                 hub = broker.hub
-                fresh = [stored for stored in sessions if stored.client_id not in hub.sessions]
-                hub.restore(fresh, [])
-                restored = len(fresh)
+                restored = hub.take_over(sessions)
                 local.update(hub.index.local_filters())
             self._route_add = local
             self._route_del = {text(m) for m in members} - local

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from mqim.broker._router import SubscriptionIndex
-from mqim.broker._shared import parse_shared
+from mqim.broker import SubscriptionIndex, parse_shared
 
 LOCAL = ""
 """The candidate name of this node in `ShareChooser.decide`."""

@@ -19,9 +19,11 @@ class RouteSync(Outbox):
         """Keep `topic_filter` in this node's routes whatever its sessions hold (in-process
         listeners, e.g. the membership follower's group events)."""
         self._always.add(topic_filter)
-        self._filter_changed(topic_filter, True)
+        self.filter_changed(topic_filter, True)
 
-    def _filter_changed(self, topic_filter: str, present: bool) -> None:
+    def filter_changed(self, topic_filter: str, present: bool) -> None:
+        """`ClusterPort.filter_changed`: add `topic_filter` to this node's route set, or remove it
+        (unless kept: `subscribe_always`, or a handed-over session's grace)."""
         if not present and (topic_filter in self._always or self.moved.holds(topic_filter)):
             return  # a handed-over session keeps it routed here for its grace period
         if present:
@@ -36,7 +38,7 @@ class RouteSync(Outbox):
         broker = self._broker
         local = set(broker.hub.index.local_filters()) if broker is not None else set()
         if topic_filter not in local and not self.moved.holds(topic_filter):
-            self._filter_changed(topic_filter, False)
+            self.filter_changed(topic_filter, False)
 
     # -- route table: remote changes in --------------------------------------------------------
     async def _route_loop(self) -> None:

@@ -1,4 +1,4 @@
-"""The old import path of the broker's limits, kept until `_broker.py` and `_auth.py` switch.
+"""The old import path of the broker's limits, kept until `_broker.py` (its last importer) switches.
 
 They now live in `mqim.broker._ratelimit` and (the token buckets) `mqim._util`.
 """

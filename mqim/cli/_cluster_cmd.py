@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from mqim.cli._common import fail, get_config, run, run_until_signal
+from mqim.cli._common import fail, get_config, logic_limits, run, run_until_signal
 from mqim.cli._exceptions import CliError
 from mqim.cli._logging import configure_logging
 from mqim.cli._options import (
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from mqim.cluster import NodeStatus
 
 _log = logging.getLogger("mqim.cli.cluster")
-
-SHARED_UP_FILTER = "$share/logic/im/v1/up/+/+"
-"""What `mqim logic --shared` workers subscribe to: each request goes to one of them."""
 
 cluster_app = typer.Typer(help="Cluster mode: inspect the nodes.", no_args_is_help=True)
 
@@ -98,7 +95,6 @@ def broker_command(
     from mqim.broker import BrokerError
     from mqim.cli._serve import admin_options, auth_options, broker_settings, listeners
     from mqim.cluster import ClusterSettings
-    from mqim.logic import LogicLimits
     from mqim.server import ClusterServer
     from mqim.storage import StorageError
 
@@ -117,7 +113,7 @@ def broker_command(
                 heartbeat_s=cluster.heartbeat_s,
                 node_ttl_s=cluster.node_ttl_s,
             ),
-            logic_limits=LogicLimits(max_payload_bytes=config.limits.max_payload_bytes),
+            logic_limits=logic_limits(config),
             embedded_logic=not no_logic,
             allow_anonymous=config.auth.allow_anonymous,
             auth=auth_options(config),

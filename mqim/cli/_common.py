@@ -21,6 +21,7 @@ from mqim.cli._exceptions import CliError, ConfigError
 from mqim.cli._options import REDIS_ENV
 
 if TYPE_CHECKING:
+    from mqim.logic import LogicLimits
     from mqim.storage import Storage
 
 _T = TypeVar("_T")
@@ -70,6 +71,16 @@ def storage_config(
             "cluster.database": database,
             "cluster.redis_url": os.environ.get(REDIS_ENV) or None,
         },
+    )
+
+
+def logic_limits(config: MqimConfig) -> LogicLimits:
+    """The logic service's limits from `[limits]`: one mapping for `serve`, `broker` and `logic`."""
+    from mqim.logic import LogicLimits
+
+    return LogicLimits(
+        max_payload_bytes=config.limits.max_payload_bytes,
+        max_group_members=config.limits.max_group_members,
     )
 
 

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 
 from mqim.cli._broker_url import parse_broker_url
-from mqim.cli._common import connect_host, open_storage, run, run_until_signal, storage_config, tls_context
+from mqim.cli._common import (
+    connect_host,
+    logic_limits,
+    open_storage,
+    run,
+    run_until_signal,
+    storage_config,
+    tls_context,
+)
 from mqim.cli._config import MqimConfig
 from mqim.cli._exceptions import CliError, ConfigError
 from mqim.cli._logging import configure_logging
@@ -120,44 +128,24 @@ def logic_command(
     async def go() -> None:
         target = resolve_target(config, broker=broker, username=username, password=password)
         # Imported here so that `mqim --help` does not load the service stack.
-        from mqim.logic import BusError, LogicLimits, LogicService, MqttBus
-
-        context = tls_context(tls=target.tls, cafile=cafile)
-        # Cluster mode (DESIGN.md section 6): the cluster's MongoDB, and a shared subscription.
-        from mqim.cli._cluster_cmd import SHARED_UP_FILTER
-        from mqim.protocol import UP_FILTER
+        from mqim.server import LogicWorker, ServerError
 
         async with open_storage(config) as storage:
-            bus = MqttBus(
+            worker = LogicWorker(
+                storage=storage,
                 host=target.host,
                 port=target.port,
                 username=target.username,
                 password=target.password,
                 client_id=client_id,
-                topic_filter=SHARED_UP_FILTER if shared else UP_FILTER,
-                tls_context=context,
+                shared=shared,
+                tls_context=tls_context(tls=target.tls, cafile=cafile),
+                limits=logic_limits(config),
             )
-            service = LogicService(
-                storage=storage,
-                bus=bus,
-                limits=LogicLimits(
-                    max_payload_bytes=config.limits.max_payload_bytes,
-                    max_group_members=config.limits.max_group_members,
-                ),
-            )
-            bus.on_overflow = service.reject_overflow
-            where = f"{target.host}:{target.port}"
             try:
-                async with bus:
-                    _log.info(
-                        "logic service connected to %s as %r (client id %r)",
-                        where,
-                        target.username,
-                        client_id,
-                    )
-                    await run_until_signal(service.run(), name="mqim-logic-service")
-            except BusError as exc:
-                raise CliError(f"logic service cannot use the broker at {where}: {exc}") from exc
+                await run_until_signal(worker.run(), name="mqim-logic-service")
+            except ServerError as exc:
+                raise CliError(str(exc)) from exc
             _log.info("logic service stopped")
 
     run(go())

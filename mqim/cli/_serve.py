@@ -8,9 +8,9 @@ import signal
 from typing import TYPE_CHECKING
 
 from mqim.broker import AuthOptions, BrokerSettings, Listener
+from mqim.cli._common import logic_limits
 from mqim.cli._config import MqimConfig
 from mqim.cli._logging import configure_logging
-from mqim.logic import LogicLimits
 from mqim.server import EmbeddedServer
 from mqim.web import WebOptions
 
@@ -121,10 +121,7 @@ def build_server(config: MqimConfig) -> EmbeddedServer:
         data_dir=config.server.data_dir,
         listeners=listeners(config),
         settings=broker_settings(config),
-        logic_limits=LogicLimits(
-            max_payload_bytes=config.limits.max_payload_bytes,
-            max_group_members=config.limits.max_group_members,
-        ),
+        logic_limits=logic_limits(config),
         embedded_logic=config.logic.embedded,
         allow_anonymous=config.auth.allow_anonymous,
         auth=auth_options(config),

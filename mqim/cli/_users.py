@@ -19,7 +19,9 @@ MAX_PASSWORD_LENGTH = 1024
 
 users_app = typer.Typer(
     name="user",
-    help="Manage accounts (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo or [cluster]).",
+    # Rich markup would swallow a bracketed `[cluster]`: say "cluster section".
+    help="Manage accounts (in <data-dir>/mqim.db, or the cluster's MongoDB with --mongo or the "
+    "cluster section of the configuration).",
     no_args_is_help=True,
 )
 

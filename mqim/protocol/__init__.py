@@ -37,6 +37,7 @@ from mqim.protocol._models import (
 )
 from mqim.protocol._topics import (
     PREFIX,
+    SHARED_UP_FILTER,
     UP_FILTER,
     Channel,
     GroupKind,
@@ -56,6 +57,7 @@ from mqim.protocol._topics import (
 __all__ = [
     "ID_PATTERN",
     "PREFIX",
+    "SHARED_UP_FILTER",
     "UP_FILTER",
     "Ack",
     "Channel",

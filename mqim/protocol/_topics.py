@@ -18,6 +18,8 @@ from mqim.protocol._ids import is_valid_id, validate_id
 
 PREFIX = "im/v1"
 UP_FILTER = f"{PREFIX}/up/+/+"
+SHARED_UP_FILTER = f"$share/logic/{UP_FILTER}"
+"""What standalone logic workers subscribe to when they split the requests between them."""
 
 
 class UpKind(StrEnum):

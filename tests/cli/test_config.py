@@ -288,3 +288,15 @@ def test_malformed_variable_names_are_refused(name: str) -> None:
 def test_json_in_the_environment_is_not_decoded() -> None:
     with pytest.raises(ConfigError, match=r"auth\.methods"):
         load_config(None, {}, environ={"MQIM_AUTH__METHODS": '["token"]'})
+
+
+def test_logic_limits_carry_every_configured_limit(tmp_path: Path) -> None:
+    # One mapping for `serve`, `broker` and `logic`: `mqim broker` used to drop max_group_members.
+    from mqim.cli._common import logic_limits
+
+    config = load_config(
+        write(tmp_path / "mqim.toml", "[limits]\nmax_payload_bytes = 4096\nmax_group_members = 7\n"),
+        environ={},
+    )
+    limits = logic_limits(config)
+    assert (limits.max_payload_bytes, limits.max_group_members) == (4096, 7)

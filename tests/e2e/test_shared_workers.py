@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from mqim.broker import BrokerSettings, Listener
-from mqim.cli._cluster_cmd import SHARED_UP_FILTER
 from mqim.logic import LogicService, MqttBus
-from mqim.protocol import direct_conv
+from mqim.protocol import SHARED_UP_FILTER, direct_conv
 from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD

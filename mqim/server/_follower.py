@@ -38,8 +38,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mqim._ports import BrokerPort
+from mqim._util import worth_logging
 from mqim.acl import MembershipIndex
-from mqim.logic import BrokerPort
 from mqim.protocol import PREFIX, InvalidId, is_valid_id, parse_conv
 from mqim.storage import Storage, StorageError
 
@@ -321,7 +322,7 @@ class MembershipFollower:
             self._wake.set()
         else:
             self.contacts_dropped += 1
-            if self.contacts_dropped & (self.contacts_dropped - 1) == 0:
+            if worth_logging(self.contacts_dropped):
                 _log.warning(
                     "%d new contacts not announced to the cluster (queue full)", self.contacts_dropped
                 )

@@ -12,6 +12,7 @@ from mqim.cluster._core import ADOPT_LOCK_MS, DOWN, log, text
 from mqim.cluster._exceptions import ClusterError
 from mqim.cluster._inbound import Inbound
 from mqim.cluster._keys import GROUP, encode_delta
+from mqim.storage import Unavailable
 
 DEATHS_KEPT: Final = 100
 """Adoptions remembered in `ClusterKeys.deaths` for `mqim cluster status`."""
@@ -37,7 +38,7 @@ class Adoption(Inbound):
                 for node in known:
                     if node != self.node_id and node not in live:
                         await self._adopt(node)
-            except DOWN as exc:
+            except (*DOWN, Unavailable) as exc:  # Unavailable: the sessions read from the shared store
                 self._down(exc)
 
     async def _adopt(self, dead: str) -> bool:

@@ -22,10 +22,7 @@ from mqim.cluster._fence import Fence
 from mqim.cluster._keys import GROUP, ClusterKeys, ClusterSettings, Fields, Forward
 from mqim.cluster._routes import RemoteRoutes, ShareChooser
 from mqim.cluster._store import ClusterSessionStore
-from mqim.storage import QueuedMessage, RetainedRecord, SessionStore, StoredSession
-
-# The session store's key layout and value format: the node loads one session on demand.
-from mqim.storage._redis_codec import Keys, decode_queued, decode_retained, decode_session
+from mqim.storage import RedisSessionStore, RetainedRecord, StoredSession, Unavailable
 
 if TYPE_CHECKING:
     from mqim.broker import MqimBroker
@@ -36,7 +33,6 @@ log = logging.getLogger("mqim.cluster")
 DOWN: Final = (RedisError, OSError)
 RETRY_MAX_S: Final = 1.0
 ADOPT_LOCK_MS: Final = 60_000
-_LOAD_CHUNK: Final = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,18 +57,17 @@ class LinkCore:
     Args:
         url: Redis URL (the one the session store uses).
         settings: Node id, timing and bounds.
-        session_store: The shared session store (a `RedisSessionStore` with the same prefix).
+        session_store: The shared session store (its prefix is `settings.prefix`).
     """
 
     session_store: ClusterSessionStore
     """The broker's session store (`ClusterLink` makes it: it needs the writer and the stream)."""
 
-    def __init__(self, *, url: str, settings: ClusterSettings, session_store: SessionStore) -> None:
+    def __init__(self, *, url: str, settings: ClusterSettings, session_store: RedisSessionStore) -> None:
         self.url = url
         self.settings = settings
         self.node_id = settings.node_id
         self.keys = ClusterKeys(settings.prefix)
-        self._store_keys = Keys(settings.prefix)
         self.inner_store = session_store
         self.fence = Fence(ttl_s=settings.node_ttl_s, heartbeat_s=settings.heartbeat_s)
         self.seen = SeenIndex()
@@ -189,48 +184,27 @@ class LinkCore:
         return found[0] if found else None
 
     async def _read_sessions(self, client_ids: list[str]) -> list[StoredSession]:
-        """The stored sessions (with queues) among `client_ids`, read in pipelined chunks."""
-        keys = self._store_keys
-        sessions: list[StoredSession] = []
-        for start in range(0, len(client_ids), _LOAD_CHUNK):
-            chunk = client_ids[start : start + _LOAD_CHUNK]
-            pipe = self.redis.pipeline(transaction=False)
-            for client_id in chunk:
-                pipe.hget(keys.sessions, client_id)
-                pipe.hgetall(keys.queue(client_id))
-                pipe.lrange(keys.seen(client_id), 0, -1)
-            results: Any = await pipe.execute()
-            for index, client_id in enumerate(chunk):
-                raw, queue, seen = results[3 * index], results[3 * index + 1], results[3 * index + 2]
-                if raw is None:
-                    continue
-                for mid in seen:
-                    self.seen.add(text(mid), client_id)
-                cid, user, subscriptions, dts = decode_session(client_id.encode(), raw)
-                messages: list[QueuedMessage] = sorted(
-                    (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
-                )
-                sessions.append(
-                    StoredSession(
-                        client_id=cid,
-                        user=user,
-                        subscriptions=subscriptions,
-                        disconnected_ts=dts,
-                        queue=messages,
-                    )
-                )
+        """The stored sessions (with queues) among `client_ids`; the message ids they queued
+        join `seen`.
+
+        Raises:
+            Unavailable: Redis is unreachable.
+        """
+        sessions, seen = await self.inner_store.read_sessions(client_ids)
+        for client_id, mids in seen.items():
+            for mid in mids:
+                self.seen.add(mid, client_id)
         return sessions
 
     async def _load_owned(self) -> tuple[list[StoredSession], list[RetainedRecord]]:
         """`ClusterSessionStore.load`: this node's sessions (not everyone's) and the retained."""
+        await self.inner_store.flush()
         try:
-            await self.inner_store.flush()
             owned = sorted(await self._owned())
             sessions = await self._read_sessions(owned)
-            raw: Any = await self.redis.hgetall(self._store_keys.retained)
-        except DOWN as exc:
+            retained = await self.inner_store.read_retained()
+        except (*DOWN, Unavailable) as exc:
             raise ClusterError(f"cannot load this node's sessions: {exc}") from exc
-        retained = sorted((decode_retained(t, v) for t, v in raw.items()), key=lambda r: r.topic)
         log.info("node %r owns %d stored sessions", self.node_id, len(sessions))
         return sessions, retained
 

@@ -55,7 +55,7 @@ from mqim.cluster._exceptions import ClusterError
 from mqim.cluster._keys import ClusterSettings, encode_delta
 from mqim.cluster._registry import Registry
 from mqim.cluster._store import ClusterSessionStore
-from mqim.storage import SessionStore
+from mqim.storage import RedisSessionStore
 
 if TYPE_CHECKING:
     from mqim.broker import MqimBroker
@@ -69,10 +69,10 @@ class ClusterLink(Registry):
     Args:
         url: Redis URL (the one the session store uses).
         settings: Node id, timing and bounds.
-        session_store: The shared session store (a `RedisSessionStore` with the same prefix).
+        session_store: The shared session store (its prefix is `settings.prefix`).
     """
 
-    def __init__(self, *, url: str, settings: ClusterSettings, session_store: SessionStore) -> None:
+    def __init__(self, *, url: str, settings: ClusterSettings, session_store: RedisSessionStore) -> None:
         super().__init__(url=url, settings=settings, session_store=session_store)
         self.session_store = ClusterSessionStore(
             inner=session_store,

@@ -15,7 +15,6 @@ from mqim.broker import Session
 from mqim.cluster._core import DOWN, RETRY_MAX_S, LinkCore, Op, Release, Xadd, log
 from mqim.cluster._keys import Fields, Forward, encode_delta, encode_forward
 from mqim.cluster._routes import LOCAL
-from mqim.storage import RedisSessionStore
 
 _WRITE_BATCH: Final = 512
 
@@ -56,8 +55,7 @@ class Outbox(LinkCore):
 
     def _remember(self, client_id: str, mid: str) -> None:
         self.seen.add(mid, client_id)
-        if isinstance(self.inner_store, RedisSessionStore):
-            self.inner_store.record_seen(client_id, mid)
+        self.inner_store.record_seen(client_id, mid)
 
     def forward(self, topic: str, payload: bytes, qos: int, retain: bool) -> bool:
         """`ClusterPort.forward`: queue the message for every remote node that must route it."""

@@ -11,7 +11,7 @@ from typing import Any
 from mqim.cluster._adopt import Moved
 from mqim.cluster._claims import Claims
 from mqim.cluster._core import ADOPT_LOCK_MS, DOWN, log, text
-from mqim.storage import RedisSessionStore
+from mqim.storage import Unavailable
 
 
 class Registry(Claims):
@@ -54,7 +54,7 @@ class Registry(Claims):
                         self.fence.renewed(sent)
                     else:
                         self._fence("heartbeat key gone (expired, or Redis lost its data)")
-            except DOWN as exc:
+            except (*DOWN, Unavailable) as exc:  # Unavailable: the sessions read from the shared store
                 self._down(exc)
             await asyncio.sleep(self.settings.heartbeat_s)  # cancelled at exit
 
@@ -77,9 +77,7 @@ class Registry(Claims):
         self.fence.fence()
         self._serving_again.clear()
         self._count("fenced")
-        dropped = 0
-        if isinstance(self.inner_store, RedisSessionStore):
-            dropped = self.inner_store.discard_writes()
+        dropped = self.inner_store.discard_writes()
         closed = 0
         broker = self._broker
         if broker is not None:

@@ -11,6 +11,9 @@ queued before them. `flush()` resolves once those writes are acknowledged by Red
 that is depends on the server: with ``appendonly yes`` and ``appendfsync always`` they survive a
 Redis crash or restart, with ``everysec`` the last second may be lost.
 
+A cluster node also reads some sessions back directly (`read_sessions`: one session on demand,
+or those it owns, with the message ids they recorded; `read_retained`), outside that queue.
+
 When Redis cannot be reached, nothing queued is dropped: the batch is retried with back-off and
 the store reconnects by itself. Meanwhile `flush()` and `load()` raise `Unavailable` at once (the
 broker keeps running), and the queue is bounded by `max_pending`: beyond it the sync writes raise
@@ -26,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Final, Self
 
@@ -93,6 +97,20 @@ def _bytes_map(raw: object) -> dict[bytes, bytes]:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _stored(
+    meta: tuple[str, str | None, dict[str, int], int | None], queue: dict[bytes, bytes]
+) -> StoredSession:
+    """A session from its decoded metadata and its raw queue hash (queue in qid order)."""
+    client_id, user, subscriptions, disconnected_ts = meta
+    return StoredSession(
+        client_id=client_id,
+        user=user,
+        subscriptions=subscriptions,
+        disconnected_ts=disconnected_ts,
+        queue=sorted((decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid),
+    )
 
 
 class RedisSessionStore(QueuedWrites, SessionStore):
@@ -298,6 +316,71 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         self._push(Load(future))
         return await future
 
+    # -- direct reads (cluster mode) ---------------------------------------------------------------
+    async def read_sessions(
+        self, client_ids: Sequence[str]
+    ) -> tuple[list[StoredSession], dict[str, list[str]]]:
+        """The stored sessions among `client_ids`, in that order (queue in qid order; ids with no
+        stored session are left out), and the cluster message ids each recorded (`record_seen`,
+        oldest first).
+
+        A cluster node loads one session on demand this way, or the sessions it owns. Read at
+        once, in pipelined chunks of `LOAD_CHUNK` sessions, not through the write queue: call
+        `flush()` first to read this store's own queued writes back.
+
+        Raises:
+            Unavailable: The store is not open, or Redis is unreachable.
+            StorageError: Redis refused a read, or stored data is corrupt.
+        """
+        client = self._reader()
+        keys = self._keys
+        sessions: list[StoredSession] = []
+        seen: dict[str, list[str]] = {}
+        for start in range(0, len(client_ids), LOAD_CHUNK):
+            chunk = client_ids[start : start + LOAD_CHUNK]
+            try:
+                pipe = client.pipeline(transaction=False)
+                for client_id in chunk:
+                    pipe.hget(keys.sessions, client_id)
+                    pipe.hgetall(keys.queue(client_id))
+                    pipe.lrange(keys.seen(client_id), 0, -1)
+                results = await pipe.execute()
+            except _DOWN_ERRORS as exc:
+                raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
+            except RedisError as exc:
+                raise StorageError(f"read sessions: {_describe(exc)}") from exc
+            for index, client_id in enumerate(chunk):
+                raw, queue, mids = results[3 * index], results[3 * index + 1], results[3 * index + 2]
+                if raw is None:
+                    continue
+                seen[client_id] = [_as_bytes(mid).decode() for mid in mids]
+                sessions.append(
+                    _stored(decode_session(client_id.encode(), _as_bytes(raw)), _bytes_map(queue))
+                )
+        return sessions, seen
+
+    async def read_retained(self) -> list[RetainedRecord]:
+        """Every retained message, sorted by topic (read at once, like `read_sessions`).
+
+        Raises:
+            Unavailable: The store is not open, or Redis is unreachable.
+            StorageError: Redis refused the read, or stored data is corrupt.
+        """
+        client = self._reader()
+        try:
+            raw = _bytes_map(await client.hgetall(self._keys.retained))
+        except _DOWN_ERRORS as exc:
+            raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
+        except RedisError as exc:
+            raise StorageError(f"read retained messages: {_describe(exc)}") from exc
+        return sorted((decode_retained(topic, value) for topic, value in raw.items()), key=lambda r: r.topic)
+
+    def _reader(self) -> aioredis.Redis:
+        client = self._redis
+        if client is None or not self._accepting:
+            raise Unavailable("session store is closed" if self._closed else "session store is not open")
+        return client
+
     # -- the writer task -------------------------------------------------------------------------
     def _record_lost(self, message: str) -> None:
         _log.error("session store: %s", message)
@@ -415,18 +498,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
         except RedisError as exc:
             raise StorageError(f"load sessions: {_describe(exc)}") from exc
-        sessions = [
-            StoredSession(
-                client_id=client_id,
-                user=user,
-                subscriptions=subscriptions,
-                disconnected_ts=disconnected_ts,
-                queue=sorted(
-                    (decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid
-                ),
-            )
-            for (client_id, user, subscriptions, disconnected_ts), queue in zip(decoded, queues, strict=True)
-        ]
+        sessions = [_stored(meta, queue) for meta, queue in zip(decoded, queues, strict=True)]
         retained = sorted(
             (decode_retained(topic, value) for topic, value in raw_retained.items()), key=lambda r: r.topic
         )

@@ -156,6 +156,57 @@ async def test_backlog_is_bounded_while_redis_is_down(tmp_path: Path, prefix: st
                 await store.close()
 
 
+# -- direct reads (a cluster node loading sessions on demand) ----------------------------------
+async def test_read_sessions_returns_the_named_sessions_with_their_queues_and_seen_ids(
+    redis_proc: RedisServer, prefix: str
+) -> None:
+    async with store_for(redis_proc, prefix) as store:
+        for client_id in ("a", "b", "c"):
+            store.save_session(client_id, user="u", subscriptions={f"t/{client_id}": 1}, disconnected_ts=7)
+        store.enqueue("b", q(5))
+        store.enqueue("b", q(2))
+        store.record_seen("b", "n1.x.1")
+        store.record_seen("b", "n1.x.2")
+        store.set_retained(RetainedRecord(topic="t/z", payload=b"z", qos=0))
+        store.set_retained(RetainedRecord(topic="t/a", payload=b"a", qos=1))
+        await store.flush()
+        sessions, seen = await store.read_sessions(["c", "missing", "b"])
+        retained = await store.read_retained()
+    assert [s.client_id for s in sessions] == ["c", "b"]  # asked order, absent ones left out
+    assert sessions[1].subscriptions == {"t/b": 1}
+    assert sessions[1].disconnected_ts == 7
+    assert [m.qid for m in sessions[1].queue] == [2, 5]
+    assert seen == {"c": [], "b": ["n1.x.1", "n1.x.2"]}
+    assert [(r.topic, r.payload) for r in retained] == [("t/a", b"a"), ("t/z", b"z")]
+
+
+async def test_direct_reads_fail_clearly_when_closed_or_redis_is_down(tmp_path: Path, prefix: str) -> None:
+    with redis_server(data_dir=tmp_path / "redis") as server:
+        store = store_for(server, prefix)
+        with pytest.raises(Unavailable, match="not open"):
+            await store.read_sessions(["a"])
+        async with store:
+            await asyncio.to_thread(server.stop)
+            with pytest.raises(Unavailable, match="Redis unreachable"):
+                await store.read_sessions(["a"])
+            with pytest.raises(Unavailable, match="Redis unreachable"):
+                await store.read_retained()
+            await asyncio.to_thread(server.start)
+            await flush_when_back(store)
+            assert await store.read_sessions(["a"]) == ([], {})
+        with pytest.raises(Unavailable, match="closed"):
+            await store.read_retained()
+
+
+async def test_direct_read_of_corrupt_data_is_a_storage_error(
+    redis_proc: RedisServer, prefix: str, raw: aioredis.Redis
+) -> None:
+    await raw.hset(Keys(prefix).sessions, "bad", b"not json")
+    async with store_for(redis_proc, prefix) as store:
+        with pytest.raises(StorageError, match="corrupt session"):
+            await store.read_sessions(["bad"])
+
+
 # -- the pure encoding -------------------------------------------------------------------------
 def test_queued_encoding_round_trips() -> None:
     for topic, payload, qos in [("t", b"", 0), ("a/ü/✓", ALL_BYTES, 2), ("x" * 65535, b"\x00", 1)]:

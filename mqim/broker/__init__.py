@@ -10,7 +10,7 @@ from mqim.broker._auth import (
     build_authenticator,
 )
 from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
-from mqim.broker._broker import Listener, MqimBroker
+from mqim.broker._broker import MqimBroker
 from mqim.broker._cert_auth import CertificateAuthenticator, CertUserField, certificate_user
 from mqim.broker._exceptions import (
     AuthenticationBusy,
@@ -22,6 +22,7 @@ from mqim.broker._exceptions import (
     ProtocolViolation,
 )
 from mqim.broker._hub import Hub, HubObserver, group_of
+from mqim.broker._listener import Listener
 from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ports import ClusterPort

@@ -9,76 +9,42 @@ DESIGN.md section 5 live, with `MqttConnection` + `Hub`.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import ssl
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
-from mqim import mqtt as codec
-from mqim.acl import AclEngine, Action, Identity, InvalidRule
-from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
+from mqim.acl import AclEngine, Identity
+from mqim.broker._admission import Admission
+from mqim.broker._authenticator import Authenticator
 from mqim.broker._connection import MqttConnection, State
+from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._hub import ConsumerCallback, Hub
-from mqim.broker._limits import KeyedBuckets, ViolationWindow, address_key
-from mqim.broker._logsummary import SummaryLog
-from mqim.broker._notices import bridge_notice_name
-from mqim.broker._policy import PolicySource, with_roles
+from mqim.broker._listener import Listener
+from mqim.broker._live_policy import LivePolicy
+from mqim.broker._notices import BridgeStatus, bridge_notice_name
+from mqim.broker._plugins import ask_auth_plugins
 from mqim.broker._proxy_gate import proxy_gate
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
+from mqim.broker._tell import tell_error
+from mqim.broker._wills import publish_will
 from mqim.broker._ws import serve_websocket, ws_limits
 from mqim.mqtt import Connect, Publish
-from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id, peek_request_id
-from mqim.storage import SessionStore, Storage, StorageError
+from mqim.protocol import ErrorCode
+from mqim.storage import SessionStore, Storage
 
 log = logging.getLogger("mqim.broker")
-_rate_refusals = SummaryLog(logger=log, what="CONNECT over the per-address rate")
 
 _SWEEP_INTERVAL_S = 0.5
-
-MAX_BRIDGE_STATUS = 1000
-"""Bridges whose `$SYS/broker/connection/{name}/state` notices are kept in `bridge_status`."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Listener:
-    """A listening socket.
-
-    Attributes:
-        name: Unique name; the first listener is amqtt's "default".
-        kind: "tcp" (MQTT, optionally TLS) or "ws" (MQTT over WebSocket, optionally TLS).
-        host: Address to bind.
-        port: Port to bind; 0 picks a free one (see `MqimBroker.port`).
-        certfile: PEM certificate chain; with `keyfile`, turns on TLS.
-        keyfile: PEM private key.
-        cafile: CA bundle to verify client certificates (optional client auth).
-        max_connections: Connections on this listener; 0 leaves only the global limit.
-        proxy_protocol: Read a PROXY protocol header (v1 or v2) from sockets of `proxy_from`
-            first and use the client address it names (plain TCP listeners only).
-        proxy_from: Addresses or networks of the load balancers allowed to send that header.
-    """
-
-    name: str
-    kind: Literal["tcp", "ws"] = "tcp"
-    host: str = "127.0.0.1"
-    port: int = 1883
-    certfile: Path | None = None
-    keyfile: Path | None = None
-    cafile: Path | None = None
-    max_connections: int = 0
-    proxy_protocol: bool = False
-    proxy_from: tuple[str, ...] = ()
 
 
 class MqimBroker(Broker):  # type: ignore[misc]
@@ -120,8 +86,17 @@ class MqimBroker(Broker):  # type: ignore[misc]
         self._per_listener: dict[str, int] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
-        self.bridge_status: dict[str, dict[str, Any]] = {}
-        self._init_security(storage)
+        self.bridges = BridgeStatus()
+        self.bridge_status = self.bridges.status
+        self.storage = storage
+        self.admission = Admission(settings=settings, hub=self.hub)
+        self.policy = LivePolicy(
+            storage=storage,
+            hub=self.hub,
+            admission=self.admission,
+            authenticator=authenticator,
+            settings=settings,
+        )
         listener_cfg: dict[str, Any] = {}
         for index, spec in enumerate(listeners):
             name = "default" if index == 0 else spec.name
@@ -172,7 +147,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
             await store.open()
             sessions, retained = await store.load()
             self.hub.restore(sessions, retained)
-        await self._load_policy()
+        await self.policy.load()
         self.transitions.start()
         await self._start_listeners()
         self.transitions.starting_success()
@@ -180,8 +155,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
             self._tasks.create_task(self.hub.committer.run(), name="mqim-committer"),
             self._tasks.create_task(self._sweep(), name="mqim-sweeper"),
         ]
-        if self._policy is not None:
-            self._background.append(self._tasks.create_task(self._watch_policy(), name="mqim-policy"))
+        if self.policy.polled:
+            self._background.append(self._tasks.create_task(self.policy.watch(), name="mqim-policy"))
         for name, server in self._servers.items():
             log.info("listening on %s (%s)", self._describe(server), self._names.get(name, name))
 
@@ -313,21 +288,14 @@ class MqimBroker(Broker):  # type: ignore[misc]
         per_listener_ok = spec is None or spec.max_connections <= 0 or count <= spec.max_connections
         if not (len(self._connections) <= self.settings.max_connections and per_listener_ok):
             return False
-        return self._connect_rate_ok(conn)
+        return self.admission.connect_rate_ok(conn)
 
     def connection_closed(self, conn: MqttConnection) -> None:
         """Release the slot of a socket, exactly once."""
         if conn in self._connections:
             self._connections.remove(conn)
             self._per_listener[conn.listener] -= 1
-        self._violations.pop(conn, None)
-        user = self._conn_user.pop(conn, None)
-        if user is not None:
-            conns = self._user_conns.get(user)
-            if conns is not None:
-                conns.discard(conn)
-                if not conns:
-                    del self._user_conns[user]
+        self.admission.released(conn)
 
     @property
     def connection_count(self) -> int:
@@ -346,225 +314,43 @@ class MqimBroker(Broker):  # type: ignore[misc]
         """(kind, host, bound port) of every listener, by name."""
         return {name: (spec.kind, spec.host, self.port(name)) for name, spec in self._listener_specs.items()}
 
-    # -- security: limits, live policy, kicks --------------------------------------------------
-    def _init_security(self, storage: Storage | None) -> None:
-        settings = self.settings
-        self.storage = storage
-        self._static_rules = self.hub.acl.rules
-        self._policy = PolicySource(storage=storage) if storage is not None else None
-        self._policy_lock = asyncio.Lock()
-        self._roles: dict[str, frozenset[str]] = {}
-        # Accounts seen disabled or removed since start: refused even if their authentication
-        # read storage just before the change. Bounded by the accounts in storage.
-        self._blocked: set[str] = set()
-        self._user_conns: dict[str, set[MqttConnection]] = {}
-        self._conn_user: dict[MqttConnection, str] = {}
-        self._violations: dict[MqttConnection, ViolationWindow] = {}
-        tracked = max(settings.max_tracked_addresses, 1)
-        self._publish_buckets: KeyedBuckets[str] | None = (
-            # One bucket per publishing user: at least as many as there can be connections.
-            KeyedBuckets(
-                rate=settings.publish_rate,
-                burst=max(settings.publish_burst, 1),
-                max_keys=max(tracked, settings.max_connections),
-            )
-            if settings.publish_rate > 0
-            else None
-        )
-        self._connect_buckets: KeyedBuckets[str] | None = (
-            KeyedBuckets(
-                rate=settings.connect_rate_per_address,
-                burst=max(settings.connect_burst_per_address, 1),
-                max_keys=tracked,
-            )
-            if settings.connect_rate_per_address > 0
-            else None
-        )
-        self.hub.observers.append(_SubscriptionGuard(self))
-
+    # -- security: limits, live policy, kicks (Admission, LivePolicy) -------------------------
     def _count(self, name: str, n: int = 1) -> None:
-        extra = self.hub.counters.extra
-        extra[name] = extra.get(name, 0) + n
-
-    def _connect_rate_ok(self, conn: MqttConnection) -> bool:
-        buckets = self._connect_buckets
-        if buckets is None or conn.transport is None:
-            return True
-        peer = conn.transport.get_extra_info("peername")
-        host = str(peer[0]) if isinstance(peer, tuple) and peer else conn.peer
-        if buckets.take(address_key(host), time.monotonic()):
-            return True
-        self._count("connect_rate_refused")
-        _rate_refusals.note(host, "connect rate", "connect rate of %s exceeded: CONNACK 3", host)
-        return False
+        count_event(self.hub, name, n)
 
     def admit_connection(self, conn: MqttConnection, identity: Identity) -> tuple[int, str] | None:
         """Called once authentication succeeded: None admits, else (CONNACK code, reason).
 
-        Refuses an account disabled or removed meanwhile (CONNACK 5) and a user already holding
-        `max_connections_per_user` connections (CONNACK 5); a connection that takes over the
-        same client id does not count twice.
+        See `Admission.admit_connection`.
         """
-        user = identity.user
-        if not user:
-            return None
-        if user in self._blocked:
-            return codec.REFUSED_NOT_AUTHORIZED, f"account {user!r} is disabled"
-        limit = self.settings.max_connections_per_user
-        conns = self._user_conns.get(user, set())
-        if limit > 0 and identity.kind not in self.settings.limit_exempt_kinds:
-            count = len(conns)
-            client_id = conn.connect.client_id if conn.connect is not None else ""
-            existing = self.hub.sessions.get(client_id) if client_id else None
-            if existing is not None and existing.conn in conns:
-                count -= 1  # a takeover replaces that connection
-            if count >= limit:
-                self._count("connections_per_user_refused")
-                return codec.REFUSED_NOT_AUTHORIZED, f"user {user!r} already has {count} connections"
-        conns.add(conn)
-        self._user_conns[user] = conns
-        self._conn_user[conn] = user
-        return None
+        return self.admission.admit_connection(conn, identity)
 
     def kick_user(self, user: str, reason: str = "account disabled") -> int:
         """Close every connection of `user` now; returns how many were closed."""
-        conns = list(self._user_conns.get(user, ()))
-        for conn in conns:
-            conn.close(reason, abort=True)
-        if conns:
-            self._count("kicked", len(conns))
-            log.info("closed %d connection(s) of %r: %s", len(conns), user, reason)
-        return len(conns)
+        return self.admission.kick_user(user, reason)
 
     def block_user(self, user: str, reason: str = "account disabled") -> int:
         """Refuse `user` from now on (until `unblock_user`) and close its connections."""
-        self._blocked.add(user)
-        return self.kick_user(user, reason)
+        return self.admission.block_user(user, reason)
 
     def unblock_user(self, user: str) -> None:
         """Stop refusing `user` (its account was enabled again)."""
-        self._blocked.discard(user)
+        self.admission.unblock_user(user)
 
     def user_connections(self, user: str) -> int:
         """The number of admitted connections `user` holds."""
-        return len(self._user_conns.get(user, ()))
-
-    def _refuse_publish(
-        self, conn: MqttConnection, identity: Identity, pub: Publish, code: ErrorCode, message: str
-    ) -> str:
-        self.tell_error(identity, pub.payload, code, message)
-        window = self._violations.get(conn)
-        if window is None:
-            window = self._violations[conn] = ViolationWindow(
-                max_violations=max(self.settings.max_violations, 1),
-                window_s=max(self.settings.violation_window_s, 0.001),
-            )
-        if window.record(time.monotonic()):
-            self._count("abuse_disconnects")
-            log.warning(
-                "closing %s of %r: %d refused publishes within %.0fs (last: %s)",
-                conn.peer,
-                identity.user,
-                window.max_violations,
-                window.window_s,
-                code.value,
-            )
-            conn.close(f"sustained abuse ({code.value})")
-        return code.value
-
-    async def _load_policy(self) -> None:
-        """Initial load: stored rules and roles must be valid, or the broker does not start."""
-        if self._policy is None:
-            return
-        try:
-            await self.reload_policy()
-        except InvalidRule as exc:
-            raise ConfigError(str(exc)) from exc
+        return self.admission.user_connections(user)
 
     async def reload_policy(self) -> None:
         """Read rule, role, account and token key changes from storage and apply them now.
 
-        Called every `policy_poll_interval_s` by the broker; callers that just changed
-        storage in this process may call it to apply the change at once.
-
-        Raises:
-            InvalidRule: A stored rule does not parse (the previous rules stay in force).
-            StorageError: Storage failed; nothing was half-applied.
+        See `LivePolicy.reload` (which raises `InvalidRule` or `StorageError`).
         """
-        policy = self._policy
-        if policy is None:
-            return
-        async with self._policy_lock:
-            update = await policy.acl_update()
-            if update is not None:
-                self._apply_roles(update.roles)
-                self.hub.acl.set_rules([*self._static_rules, *update.rules])
-                log.info(
-                    "ACL version %d: %d stored rule(s), %d user(s) with roles",
-                    update.version,
-                    len(update.rules),
-                    len(update.roles),
-                )
-                await self._recheck_subscriptions()
-            accounts = await policy.account_update(list(self._user_conns))
-            for user in accounts.allowed:
-                self.unblock_user(user)
-            for user in accounts.blocked:
-                self.block_user(user)
-            if isinstance(self.authenticator, RefreshableAuthenticator):
-                await self.authenticator.refresh()
-
-    def _apply_roles(self, roles: dict[str, frozenset[str]]) -> None:
-        self._roles = roles
-        for session in self.hub.sessions.values():
-            identity = session.identity
-            if identity is None:
-                continue
-            updated = with_roles(identity, roles)
-            if updated is not identity:
-                session.identity = updated
-                conn = session.conn
-                if isinstance(conn, MqttConnection):
-                    conn.identity = updated
-
-    async def _recheck_subscriptions(self) -> None:
-        # Every session's receive scopes follow the new rules and roles at once (a persistent
-        # session that is away keeps queueing only what it may receive). Subscriptions whose
-        # scope is now empty are removed from connected sessions; one that is away keeps them
-        # (delivering nothing) until it comes back (`_SubscriptionGuard`), as its identity then
-        # comes from a live authentication.
-        sessions = list(self.hub.sessions.values())
-        for index, session in enumerate(sessions):
-            if index and index % 1000 == 0:
-                await asyncio.sleep(0)  # thousands of sessions: let the loop breathe
-            if self.hub.sessions.get(session.client_id) is not session:
-                continue
-            if session.conn is not None:
-                self.revoke_denied_subscriptions(session)
-            else:
-                self.hub.refresh_scopes(session, drop_empty=False)
+        await self.policy.reload()
 
     def revoke_denied_subscriptions(self, session: Session) -> int:
-        """Recompile `session`'s receive scopes; remove the subscriptions that may deliver nothing.
-
-        Returns how many were removed.
-        """
-        denied = self.hub.refresh_scopes(session, drop_empty=True)
-        for topic_filter in denied:
-            log.info("subscription %r of %s removed: no longer allowed", topic_filter, session.client_id)
-        if denied:
-            self._count("subscriptions_revoked", len(denied))
-        return len(denied)
-
-    async def _watch_policy(self) -> None:
-        """Poll storage for policy changes until cancelled; a failed poll is logged and retried."""
-        interval = max(self.settings.policy_poll_interval_s, 0.05)
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.reload_policy()
-            except (StorageError, InvalidRule) as exc:
-                log.error("policy reload failed (previous policy stays in force): %s", exc)
+        """Remove `session`'s subscriptions that may deliver nothing now; returns how many."""
+        return self.policy.revoke_denied_subscriptions(session)
 
     async def _sweep(self) -> None:
         """Enforce CONNECT timeouts and keepalive (MQTT-3.1.2-24), expire old sessions."""
@@ -593,103 +379,29 @@ class MqimBroker(Broker):  # type: ignore[misc]
     # -- hooks used by MqttConnection ----------------------------------------------------------
     async def authenticate(self, conn: MqttConnection, connect: Connect) -> Identity | None:
         """Ask every amqtt auth plugin (mqim's included); all answers that are not None must be True."""
-        transport = conn.transport
         listener = self._names.get(conn.listener, conn.listener)
-        spec = self._listener_specs.get(listener)
-        # Only a listener with its own CA passes certificates on: without one, the TLS context
-        # verifies client certificates against the system's public CAs, which name no user.
-        verified = spec is not None and spec.cafile is not None and transport is not None
-        request = ConnectRequest(
-            username=connect.username,
-            password=connect.password,
-            client_id=connect.client_id,
+        identity = await ask_auth_plugins(
+            self.plugins_manager,
+            connect=connect,
             listener=listener,
-            remote_address=conn.peer,
-            peer_cert=(transport.get_extra_info("peercert") or None) if verified and transport else None,
-            bridge=connect.bridge,
+            spec=self._listener_specs.get(listener),
+            peer=conn.peer,
+            transport=conn.transport,
         )
-        results = await self.plugins_manager.map_plugin_auth(session=request)
-        answers = [r for r in results.values() if r is not None]
-        if not answers or not all(answers):
-            return None
-        identity = request.identity
-        if identity is None and connect.username:
-            identity = Identity(user=connect.username, client_id=connect.client_id, kind="user")
-        if identity is None:
-            return None
-        if identity.user and not is_valid_id(identity.user):
-            # Topics are built from user ids (`im/v1/u/{user}/...`, `%u` rules): a name with
-            # `+`, `#`, `/`, `$`, NUL... in it (an account made around the CLI, or by a plugin)
-            # could only be trouble. Refused at the door.
-            log.warning("refusing %s: user name %r is not a valid id", conn.peer, identity.user)
-            return None
         # Roles come from the policy the broker holds, consistent with its rules.
-        return with_roles(identity, self._roles)
+        return None if identity is None else self.policy.with_roles(identity)
 
     def publish_will(self, conn: MqttConnection) -> None:
         """Publish a connection's will once (abnormal close, keepalive expiry, takeover)."""
-        connect = conn.connect
-        session = conn.session
-        if connect is None or connect.will_topic is None or connect.will_payload is None:
-            return
-        topic, payload, qos, retain = (
-            connect.will_topic,
-            connect.will_payload,
-            connect.will_qos,
-            connect.will_retain,
-        )
-        connect.will_topic = None
-        notice = bridge_notice_name(topic)
-        if notice is not None:
-            # A bridge's `$SYS/.../state` will ("0": gone) is status, not a message to route.
-            if session is not None and session.is_bridge:
-                self._record_bridge_state(notice, payload, session.client_id)
-            return
-        if topic == "$SYS" or topic.startswith("$SYS/"):
-            self._count("sys_publish_dropped")  # the server's own topics: never from a client
-            return
-        if retain:
-            self.hub.retain(topic, payload, qos)
-        if self.hub.route(topic, payload, qos, origin=session, retain=retain) or retain:
-            self.hub.committer.kick()
+        publish_will(conn, hub=self.hub, bridges=self.bridges)
 
     def admit_publish(self, conn: MqttConnection, pub: Publish) -> str | None:
         """Return None to route `pub`, or the reason it is refused (the client is told)."""
-        identity = conn.identity
-        assert identity is not None
-        settings = self.settings
-        if identity.kind not in settings.limit_exempt_kinds:
-            buckets = self._publish_buckets
-            if buckets is not None and not buckets.take(identity.user or conn.peer, time.monotonic()):
-                self._count("rate_limited")
-                rate, burst = settings.publish_rate, settings.publish_burst
-                message = f"publish rate limit reached ({rate:g}/s, burst {burst})"
-                return self._refuse_publish(conn, identity, pub, ErrorCode.RATE_LIMITED, message)
-            if len(pub.payload) > settings.max_payload_bytes:
-                self._count("too_large")
-                message = f"payload of {len(pub.payload)} bytes exceeds {settings.max_payload_bytes}"
-                return self._refuse_publish(conn, identity, pub, ErrorCode.TOO_LARGE, message)
-        if self.hub.acl.allowed(identity, Action.PUBLISH, pub.topic):
-            return None
-        self.hub.counters.acl_denied_publish += 1
-        log.info("%s may not publish on %r", identity.user or conn.peer, pub.topic)
-        message = f"publishing on {pub.topic!r} is not allowed"
-        return self._refuse_publish(conn, identity, pub, ErrorCode.FORBIDDEN, message)
+        return self.admission.admit_publish(conn, pub)
 
     def tell_error(self, identity: Identity, payload: bytes, code: ErrorCode, message: str) -> None:
         """Send an `error` payload to a user's inbox, echoing the request id when it has one."""
-        if not identity.user or identity.kind != "user" or not is_valid_id(identity.user):
-            return
-        ref: str | None = None
-        try:
-            body = json.loads(payload) if payload[:1] == b"{" else None
-            if isinstance(body, dict) and isinstance(body.get("id"), str):
-                ref = body["id"][:64]
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            # Truncated (the head of an oversize PUBLISH) or nested too deep: look at its start.
-            ref = peek_request_id(payload)
-        error = ErrorPayload(ref=ref, code=code, message=message)
-        self.hub.publish_local(inbox_topic(identity.user, InboxKind.ERROR), error.to_json(), qos=1)
+        tell_error(self.hub, identity, payload, code, message)
 
     def no_consumer(self, conn: MqttConnection, topic: str) -> None:
         """Count (and log, 1st, 2nd, 4th... time) an IM request no logic service could take."""
@@ -709,7 +421,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         session = conn.session
         name = bridge_notice_name(pub.topic)
         if session is not None and session.is_bridge and name is not None:
-            self._record_bridge_state(name, pub.payload, session.client_id)
+            self.bridges.record(name, pub.payload, session.client_id)
             return True
         return False
 
@@ -725,16 +437,6 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 count,
             )
 
-    def _record_bridge_state(self, name: str, payload: bytes, client_id: str) -> None:
-        if name not in self.bridge_status and len(self.bridge_status) >= MAX_BRIDGE_STATUS:
-            log.warning("bridge status of %r ignored: %d bridges already tracked", name, MAX_BRIDGE_STATUS)
-            return
-        self.bridge_status[name] = {
-            "state": payload[:64].decode("utf-8", "replace"),
-            "ts": time.time(),
-            "client_id": client_id,
-        }
-
     # -- BrokerPort (in-process logic service) -------------------------------------------------
     def attach_listener(
         self, topic_filter: str, callback: Callable[[str, bytes], None]
@@ -747,20 +449,3 @@ class MqimBroker(Broker):  # type: ignore[misc]
 
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         self.hub.publish_local(topic, payload, qos=qos, retain=retain)
-
-
-class _SubscriptionGuard:
-    """Re-checks a session's subscriptions when it (re)connects: a persistent session may hold
-    filters from before a rule or role change made while it was away."""
-
-    def __init__(self, broker: MqimBroker) -> None:
-        self._broker = broker
-
-    def session_connected(self, session: Session) -> None:
-        self._broker.revoke_denied_subscriptions(session)
-
-    def session_disconnected(self, session: Session) -> None:
-        return None
-
-    def delivered(self, session: Session, topic: str, payload: bytes) -> None:
-        return None

@@ -28,7 +28,7 @@ from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ports import ClusterPort
 from mqim.broker._ratelimit import ViolationWindow, address_key
 from mqim.broker._router import SubscriptionIndex
-from mqim.broker._session import Session
+from mqim.broker._session import Delivery, Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.broker._sys import SYS_ROOT, SysPublisher
@@ -65,6 +65,7 @@ __all__ = [
     "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",
+    "Delivery",
     "Hub",
     "HubObserver",
     "InvalidToken",

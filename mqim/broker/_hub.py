@@ -33,7 +33,7 @@ from mqim.broker._scopes import (
     set_scope,
     users_sessions,
 )
-from mqim.broker._session import REFUSED, Session, Writer
+from mqim.broker._session import Session, Writer
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.broker._traffic import Traffic
@@ -316,10 +316,10 @@ class Hub:
                         continue
                 # MQTT-3.3.5-1 / 3.8.4-6: delivery QoS is min(publish QoS, subscription QoS).
                 out_qos = qos if qos < sub_qos else sub_qos
-                evicted = session.deliver(
+                delivery = session.deliver(
                     topic, topic_enc, payload, out_qos, retain=retain and session.is_bridge, hold=hold
                 )
-                if evicted == REFUSED:
+                if delivery.refused:
                     self.counters.refused_full += 1
                     if self.counters.refused_full & (self.counters.refused_full - 1) == 0:
                         log.warning(
@@ -332,8 +332,8 @@ class Hub:
                     durable = True
                 self.counters.delivered += 1
                 self.traffic.messages_out[offset + out_qos] += 1
-                if evicted:
-                    self._overflowed(session, evicted)
+                if delivery.evicted:
+                    self._overflowed(session, delivery.evicted)
         if self._has_listeners:
             for listener_id in self.listeners.match(topic):
                 callback = self._listener_callbacks.get(listener_id)

@@ -13,7 +13,8 @@ Synchronous: the connection and the hub call into it from the event loop.
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final, Protocol
 
 from mqim.acl import Identity, ReceiveScope
 from mqim.broker._exceptions import ProtocolViolation
@@ -33,8 +34,25 @@ class Writer(Protocol):
     def write(self, data: bytes) -> None: ...
 
 
-REFUSED = -1
-"""`Session.deliver` result: a full service-account queue did not take a message nobody holds."""
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What `Session.deliver` did with one message.
+
+    Attributes:
+        refused: A service session's full queue did not take a message nobody holds (nothing
+            was queued; the caller counts it).
+        evicted: Entries that left the queue to respect its bounds (the caller tells the
+            session to sync).
+    """
+
+    refused: bool = False
+    evicted: int = 0
+
+
+TAKEN: Final = Delivery()
+"""Delivered, queued, or dropped as QoS 0 allows, with nothing evicted (the common result)."""
+REFUSED_FULL: Final = Delivery(refused=True)
+"""A full service-account queue refused a message nobody holds."""
 
 _NO_PENDING: deque[Outgoing] = deque()
 """Placeholder `Session.pending` of sessions that never queued anything; always empty."""
@@ -157,16 +175,16 @@ class Session:
         *,
         retain: bool = False,
         hold: Hold | None = None,
-    ) -> int:
+    ) -> Delivery:
         """Deliver or queue one message at the already-downgraded `qos`.
 
         A service session takes `hold` (the sender's PUBACK then waits for this session's
         acknowledgement) and never evicts or refuses a held message: what is held is bounded by
         the broker's back-pressure on the senders instead. Other sessions ignore `hold`.
 
-        Returns the number of entries evicted to respect the queue bounds (the caller then
-        tells the session to sync), or `REFUSED` when a service session's full queue refused a
-        message nobody holds. Durable writes are queued on the session store.
+        Returns what happened (`Delivery`): the entries evicted to respect the queue bounds
+        (the caller then tells the session to sync), or a refusal when a service session's full
+        queue did not take a message nobody holds. Durable writes are queued on the session store.
         """
         conn = self.conn
         if qos == 0:
@@ -175,9 +193,9 @@ class Session:
                 conn.write(encode_publish(topic=topic_enc, payload=payload, qos=0, retain=retain))
             else:
                 self.dropped_qos0 += 1
-            return 0
+            return TAKEN
         if conn is None and not self.persistent:
-            return 0
+            return TAKEN
         service = self.is_service
         if service:
             if hold is not None:
@@ -185,7 +203,7 @@ class Session:
             elif self._full(len(payload) + len(topic_enc)):
                 # A logic worker's queue holds requests nobody else has: evicting the oldest
                 # would lose them. A message nobody holds is refused instead (and counted).
-                return REFUSED
+                return REFUSED_FULL
         else:
             hold = None
         msg = Outgoing(
@@ -207,7 +225,7 @@ class Session:
             )
         evicted = 0 if service else self._enforce_bounds()
         self.pump()
-        return evicted
+        return TAKEN if not evicted else Delivery(evicted=evicted)
 
     def queue_notice(self, topic: str, topic_enc: bytes, payload: bytes) -> None:
         """Queue the "please sync" notice of an overflow, at QoS 1 (one at a time).

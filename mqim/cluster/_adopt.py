@@ -27,7 +27,6 @@ from typing import Final
 
 from mqim.acl import Action, topic_matches
 from mqim.broker import Hub
-from mqim.broker._session import REFUSED
 
 SEEN_MAX: Final = 200_000
 """Message ids remembered by one node (oldest forgotten first)."""
@@ -148,7 +147,7 @@ def deliver_to(
         out_qos = min(qos, sub_qos)
         if topic_enc is None:
             topic_enc = hub.encode_topic(topic)
-        if session.deliver(topic, topic_enc, payload, out_qos) == REFUSED:
+        if session.deliver(topic, topic_enc, payload, out_qos).refused:
             hub.counters.refused_full += 1
             continue
         hub.counters.delivered += 1

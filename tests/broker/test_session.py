@@ -5,7 +5,7 @@ from __future__ import annotations
 from mqim import mqtt as c
 from mqim.acl import Identity
 from mqim.broker import BrokerSettings
-from mqim.broker._session import Session
+from mqim.broker._session import Delivery, Session
 
 
 class Socket:
@@ -43,7 +43,10 @@ def session(*, persistent: bool = True, **limits: int) -> Session:
 
 
 def put(s: Session, payload: bytes, qos: int = 1, topic: str = "t/x") -> int:
-    return s.deliver(topic, c.encode_str(topic), payload, qos)
+    """Deliver; returns the entries evicted."""
+    delivery = s.deliver(topic, c.encode_str(topic), payload, qos)
+    assert not delivery.refused
+    return delivery.evicted
 
 
 def test_qos0_is_not_queued_for_an_absent_client() -> None:
@@ -176,3 +179,23 @@ def test_not_writable_holds_messages_until_resumed() -> None:
     sock.writable = True
     s.pump()
     assert [p.payload for p in sock.take()] == [b"held"]
+
+
+def test_a_full_service_queue_refuses_what_nobody_holds_instead_of_evicting() -> None:
+    worker = Session(
+        client_id="w1",
+        identity=Identity(user="logic", client_id="w1", kind="service"),
+        persistent=True,
+        settings=BrokerSettings(max_queue_messages=2),
+        store=None,
+    )
+    results = [worker.deliver("t/x", c.encode_str("t/x"), f"r{n}".encode(), 1) for n in range(3)]
+    assert results == [Delivery(), Delivery(), Delivery(refused=True)]
+    assert [m.payload for m in worker.queue.values()] == [b"r0", b"r1"]
+    assert worker.evicted == 0
+
+
+def test_an_eviction_is_reported_in_the_delivery() -> None:
+    s = session(max_queue_messages=1)
+    assert s.deliver("t/x", c.encode_str("t/x"), b"a", 1) == Delivery()
+    assert s.deliver("t/x", c.encode_str("t/x"), b"b", 1) == Delivery(evicted=1)

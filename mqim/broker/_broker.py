@@ -27,6 +27,7 @@ from mqim.broker._authenticator import Authenticator
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError
+from mqim.broker._host import ConnectionHost
 from mqim.broker._hub import ConsumerCallback, Hub
 from mqim.broker._listener import Listener
 from mqim.broker._live_policy import LivePolicy
@@ -239,11 +240,10 @@ class MqimBroker(Broker):  # type: ignore[misc]
         port: int,
         ssl_context: ssl.SSLContext | None,
     ) -> Any:
+        host: ConnectionHost[MqttConnection] = self
+        factory: Callable[[], asyncio.Protocol] = partial(MqttConnection, host=host, listener=listener_name)
         if listener_type == ListenerType.TCP:
             loop = asyncio.get_running_loop()
-            factory: Callable[[], asyncio.Protocol] = partial(
-                MqttConnection, broker=self, listener=listener_name
-            )
             spec = self._listener_specs.get(self._names.get(listener_name, listener_name))
             if spec is not None and spec.proxy_protocol:
                 if ssl_context is not None:
@@ -265,7 +265,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         if listener_type == ListenerType.WS:
             limits = ws_limits(self.settings)
             return await websockets.serve(
-                partial(self._ws_connected, listener_name=listener_name),
+                partial(serve_websocket, protocol_factory=factory),
                 address,
                 port,
                 ssl=ssl_context,
@@ -274,9 +274,6 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 max_queue=limits.max_queue,
             )
         raise ConfigError(f"unsupported listener type {listener_type}")
-
-    async def _ws_connected(self, websocket: Any, listener_name: str) -> None:
-        await serve_websocket(websocket, MqttConnection(broker=self, listener=listener_name))
 
     # -- connection accounting -----------------------------------------------------------------
     def connection_opened(self, conn: MqttConnection) -> bool:
@@ -376,7 +373,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 last_expiry = now
                 self.hub.expire_sessions(time.time())
 
-    # -- hooks used by MqttConnection ----------------------------------------------------------
+    # -- ConnectionHost (what MqttConnection asks) ---------------------------------------------
     async def authenticate(self, conn: MqttConnection, connect: Connect) -> Identity | None:
         """Ask every amqtt auth plugin (mqim's included); all answers that are not None must be True."""
         listener = self._names.get(conn.listener, conn.listener)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mqim import mqtt as c
 from mqim.acl import Identity
@@ -22,14 +22,12 @@ from mqim.broker._conn_state import State
 from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
 from mqim.broker._handshake import ConnectHandshake
 from mqim.broker._holds import Hold
+from mqim.broker._host import ConnectionHost
 from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._session import Session
 from mqim.broker._subscribe import grant_subscriptions
 from mqim.broker._topics import check_filter, is_sys_topic, valid_publish_topic
 from mqim.protocol import PREFIX, ErrorCode
-
-if TYPE_CHECKING:
-    from mqim.broker._broker import MqimBroker
 
 __all__ = ["MqttConnection", "State", "is_sys_topic"]
 # `State` (now in `_conn_state`) and `is_sys_topic` (`_topics`) keep their old import path.
@@ -48,7 +46,12 @@ _UP_PREFIX = f"{PREFIX}/up/"
 
 
 class MqttConnection(ConnectHandshake, asyncio.Protocol):
-    """The broker side of one client connection (its CONNECT path: `ConnectHandshake`)."""
+    """The broker side of one client connection (its CONNECT path: `ConnectHandshake`).
+
+    Args:
+        host: The broker that accepted the socket (`ConnectionHost`).
+        listener: The name of the listener it came on.
+    """
 
     # Slots: thousands of idle connections each pay for their attributes, not for a __dict__
     # (those the CONNECT path sets are slots of ConnectHandshake).
@@ -58,10 +61,10 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         "_deferred",
         "_out",
         "_read_paused",
-        "broker",
         "close_reason",
         "closing",
         "decoder",
+        "host",
         "hub",
         "last_rx",
         "listener",
@@ -72,16 +75,18 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         "writable",
     )
 
-    def __init__(self, *, broker: MqimBroker, listener: str) -> None:
-        self.broker = broker
-        self.hub = broker.hub
+    host: ConnectionHost[MqttConnection]
+
+    def __init__(self, *, host: ConnectionHost[MqttConnection], listener: str) -> None:
+        self.host = host
+        self.hub = host.hub
         self.listener = listener
         self.state = State.AWAIT_CONNECT
         self.transport: asyncio.BaseTransport | None = None
         self.writable = True
         self.decoder = c.PacketDecoder(
-            max_packet_bytes=broker.settings.max_packet_bytes,
-            hard_limit_bytes=broker.settings.max_publish_discard_bytes,
+            max_packet_bytes=host.settings.max_packet_bytes,
+            hard_limit_bytes=host.settings.max_publish_discard_bytes,
         )
         self.session: Session | None = None
         self.identity: Identity | None = None
@@ -108,7 +113,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
             self.peer = f"{peer[0]}:{peer[1]}"
         # Counted here and released exactly once in connection_lost, whatever happens between:
         # stock amqtt leaked slots when a CONNECT failed or the socket reset.
-        self.over_limit = not self.broker.connection_opened(self)
+        self.over_limit = not self.host.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.CLOSED:
@@ -165,9 +170,9 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         session = self.session
         if was_connected and session is not None and session.conn is self:
             if not self._clean_disconnect:
-                self.broker.publish_will(self)
+                self.host.publish_will(self)
             self.hub.disconnected(session)
-        self.broker.connection_closed(self)
+        self.host.connection_closed(self)
 
     def pause_writing(self) -> None:
         # The client reads slower than we write: stop writing to it (messages stay queued,
@@ -192,7 +197,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         self._read_paused = was & ~why
         if was and not self._read_paused and self.state is State.CONNECTED:
             if self._backlog:
-                self.broker.loop.call_soon(self._run_backlog)
+                self.host.loop.call_soon(self._run_backlog)
             if isinstance(self.transport, asyncio.ReadTransport):
                 self.transport.resume_reading()
 
@@ -212,7 +217,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         out = self._out
         if out is None:
             self._out = [data]
-            self.broker.loop.call_soon(self._flush)
+            self.host.loop.call_soon(self._flush)
         else:
             out.append(data)
 
@@ -246,7 +251,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         """
         session = self.session
         if will:
-            self.broker.publish_will(self)
+            self.host.publish_will(self)
         self.session = None
         if session is not None:
             self.hub.disconnected(session)
@@ -317,13 +322,13 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         if is_sys_topic(topic):
             # The server's own topics: a Mosquitto bridge's connection notice is recorded; any
             # other client PUBLISH there is acknowledged, dropped and counted, never routed.
-            if not self.broker.accept_special_publish(self, pub):
-                self.broker.dropped_sys_publish(self, topic)
+            if not self.host.accept_special_publish(self, pub):
+                self.host.dropped_sys_publish(self, topic)
             self._ack_publish(pub, durable=False)
             return
         identity = self.identity
         assert identity is not None
-        verdict = self.broker.admit_publish(self, pub)
+        verdict = self.host.admit_publish(self, pub)
         if verdict is not None:
             # Refused by ACL or a limit: dropped, counted, the user told; the PUBACK still goes out
             # because MQTT 3.1.1 has no negative acknowledgement.
@@ -334,7 +339,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
             if pub.packet_id in session.incoming_qos2:
                 self._ack_publish(pub, durable=False)  # a resend: exactly once, route nothing
                 return
-            if len(session.incoming_qos2) >= self.broker.settings.max_inflight:
+            if len(session.incoming_qos2) >= self.host.settings.max_inflight:
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
             session.note_incoming_qos2(pub.packet_id or 0)
         # PUBACK means durably accepted (DESIGN.md section 4): consumers that must store the
@@ -353,13 +358,13 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
             # An IM request nobody took (no logic service attached, no worker session, not
             # durably forwarded to another cluster node's worker): a PUBACK would tell the client
             # it is stored. It is not acknowledged; the client resends it.
-            self.broker.no_consumer(self, topic)
+            self.host.no_consumer(self, topic)
             self.close("no logic service to take the request; reconnect and resend")
             return
         else:
             self._ack_publish(pub, durable=durable)
         deferred = self._deferred
-        if deferred and len(deferred) >= self.broker.settings.max_unacked_publishes:
+        if deferred and len(deferred) >= self.host.settings.max_unacked_publishes:
             self._pause_reading(_PAUSE_OWED)
 
     def _on_oversize(self, big: c.Oversize) -> None:
@@ -372,10 +377,10 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         self.hub.counters.oversize_discarded += 1
         identity = self.identity
         assert identity is not None
-        limit = self.broker.settings.max_packet_bytes
+        limit = self.host.settings.max_packet_bytes
         if identity.kind == "user":
             message = f"message of {big.length} bytes exceeds the {limit}-byte packet limit; it was discarded"
-            self.broker.tell_error(identity, big.payload_head, ErrorCode.TOO_LARGE, message)
+            self.host.tell_error(identity, big.payload_head, ErrorCode.TOO_LARGE, message)
         if big.qos == 1:
             self._ack(c.encode_ack(c.PUBACK, big.packet_id or 0), durable=False)
         elif big.qos == 2:
@@ -419,7 +424,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
                 return
             deferred.popleft()
             self.write(data)
-        low_water = self.broker.settings.max_unacked_publishes // 2
+        low_water = self.host.settings.max_unacked_publishes // 2
         if self._read_paused & _PAUSE_OWED and len(deferred) < low_water:
             self._resume_reading(_PAUSE_OWED)
 
@@ -445,7 +450,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         identity = self.identity
         assert identity is not None
         codes, granted = grant_subscriptions(
-            hub=self.hub, settings=self.broker.settings, session=session, identity=identity, topics=topics
+            hub=self.hub, settings=self.host.settings, session=session, identity=identity, topics=topics
         )
         self.write(c.encode_suback(pid, codes))
         for topic_filter, qos in granted:

@@ -12,20 +12,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import Self
 
 from mqim import mqtt as c
 from mqim.acl import Action, Identity
 from mqim.broker._conn_state import State
 from mqim.broker._exceptions import AuthenticationBusy, ProtocolViolation
+from mqim.broker._host import ConnectionHost
 from mqim.broker._hub import Hub
 from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
 from mqim.broker._topics import valid_publish_topic
-
-if TYPE_CHECKING:
-    from mqim.broker._broker import MqimBroker
 
 log = logging.getLogger("mqim.broker.connection")
 # Refusals are aggregated per source address and reason (first occurrence, then a periodic
@@ -46,12 +44,13 @@ class ConnectHandshake:
     """The CONNECT path of `MqttConnection`.
 
     The attributes it sets are slots of this class; the others it reads, and `write`, `close`
-    and `_run_backlog`, are `MqttConnection`'s.
+    and `_run_backlog`, are `MqttConnection`'s. `host` is a `ConnectionHost` of the concrete
+    connection class, so the methods that hand the connection to it are typed `self: Self`.
     """
 
     __slots__ = ("connect", "identity", "keepalive", "session", "state")
 
-    broker: MqimBroker
+    host: ConnectionHost[Self]
     hub: Hub
     transport: asyncio.BaseTransport | None
     writable: bool
@@ -83,7 +82,7 @@ class ConnectHandshake:
             self.write(c.encode_connack(session_present=False, return_code=c.REFUSED_PROTOCOL))
             raise ProtocolViolation(str(exc)) from exc
         self.connect = connect
-        settings = self.broker.settings
+        settings = self.host.settings
         if self.over_limit:
             self.hub.counters.connections_refused += 1
             self._refuse(c.REFUSED_UNAVAILABLE, "connection limit reached", delay=LIMIT_REFUSAL_DELAY_S)
@@ -105,7 +104,7 @@ class ConnectHandshake:
         self.state = State.AUTHENTICATING
         if isinstance(self.transport, asyncio.ReadTransport):
             self.transport.pause_reading()
-        self.broker.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
+        self.host.spawn(self._authenticate(connect), name=f"mqtt-connect:{connect.client_id or self.peer}")
 
     def _refuse(self, code: int, reason: str, *, delay: float = 0.0) -> None:
         _refusals.note(host_of(self.peer), reason, "refusing CONNECT from %s: %s", self.peer, reason)
@@ -115,7 +114,7 @@ class ConnectHandshake:
             self.state = State.AUTHENTICATING  # nothing more is handled (MQTT-3.1.4-5)
             if isinstance(self.transport, asyncio.ReadTransport):
                 self.transport.pause_reading()
-            self.broker.loop.call_later(delay, self._refuse_now, code, reason)
+            self.host.loop.call_later(delay, self._refuse_now, code, reason)
             return
         self._refuse_now(code, reason, delayed=False)
 
@@ -133,9 +132,9 @@ class ConnectHandshake:
             # served (tests/cluster/test_failover.py).
             self.transport.resume_reading()
 
-    async def _authenticate(self, connect: c.Connect) -> None:
+    async def _authenticate(self: Self, connect: c.Connect) -> None:
         try:
-            identity = await self.broker.authenticate(self, connect)  # type: ignore[arg-type]  # typed by ConnectionHost
+            identity = await self.host.authenticate(self, connect)
         except AuthenticationBusy:
             if self.state is State.AUTHENTICATING:
                 self._refuse(c.REFUSED_UNAVAILABLE, "password checks busy")
@@ -158,8 +157,7 @@ class ConnectHandshake:
         ):
             self._refuse(c.REFUSED_NOT_AUTHORIZED, f"will topic {connect.will_topic!r} not allowed")
             return
-        # Disabled meanwhile, per-user limit.
-        refusal = self.broker.admit_connection(self, identity)  # type: ignore[arg-type]  # typed by ConnectionHost
+        refusal = self.host.admit_connection(self, identity)  # disabled meanwhile, per-user limit
         if refusal is not None:
             self._refuse(*refusal)
             return
@@ -174,8 +172,8 @@ class ConnectHandshake:
                 return
         self._start_session(connect, identity)
 
-    def _start_session(self, connect: c.Connect, identity: Identity) -> None:
-        broker = self.broker
+    def _start_session(self: Self, connect: c.Connect, identity: Identity) -> None:
+        host = self.host
         hub = self.hub
         # The credentials have done their job: do not keep the password for the connection's life.
         connect.password = None
@@ -188,9 +186,9 @@ class ConnectHandshake:
             return
         if existing is not None and existing.conn is not None:
             old = existing.conn
-            if isinstance(old, ConnectHandshake):
+            if isinstance(old, type(self)):
                 log.info("client id %r taken over by %s", client_id, self.peer)
-                broker.publish_will(old)  # type: ignore[arg-type]  # typed by ConnectionHost
+                host.publish_will(old)
                 old.session = None  # its connection_lost must not detach the new owner
                 hub.disconnected(existing) if not connect.clean_session else None
                 old.state = State.CLOSED

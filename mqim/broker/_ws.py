@@ -1,15 +1,17 @@
-"""MQTT over WebSocket: adapts a `websockets` connection to the transport `MqttConnection` uses.
+"""MQTT over WebSocket: adapts a `websockets` connection to an asyncio transport for a protocol.
 
 Each binary WebSocket message is handed to the connection's decoder as it is; a message may hold
 several MQTT packets or part of one (MQTT 3.1.1 section 6), so the decoder's limits apply
 unchanged. `websockets` buffers every message whole, so `ws_limits` bounds what one connection
-can make it hold.
+can make it hold. The protocol (the broker's `MqttConnection`) comes from a factory, as for
+`loop.create_server`, so this module knows only `asyncio.Protocol`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -17,7 +19,6 @@ import websockets
 from websockets.asyncio.server import ServerConnection
 
 if TYPE_CHECKING:
-    from mqim.broker._connection import MqttConnection
     from mqim.broker._settings import BrokerSettings
 
 log = logging.getLogger("mqim.broker.ws")
@@ -63,7 +64,7 @@ def ws_limits(settings: BrokerSettings) -> WsLimits:
 class WsTransport(asyncio.Transport):
     """Minimal transport over a WebSocket: binary frames out through an owned sender task."""
 
-    def __init__(self, *, websocket: ServerConnection, protocol: MqttConnection) -> None:
+    def __init__(self, *, websocket: ServerConnection, protocol: asyncio.Protocol) -> None:
         super().__init__()
         self._ws = websocket
         self._protocol = protocol
@@ -126,8 +127,16 @@ class WsTransport(asyncio.Transport):
                 self._protocol.resume_writing()
 
 
-async def serve_websocket(websocket: ServerConnection, protocol: MqttConnection) -> None:
-    """Run one MQTT-over-WebSocket connection until it closes."""
+async def serve_websocket(
+    websocket: ServerConnection, *, protocol_factory: Callable[[], asyncio.Protocol]
+) -> None:
+    """Run one MQTT-over-WebSocket connection until it closes.
+
+    Args:
+        websocket: The accepted WebSocket connection (`websockets.serve` passes it).
+        protocol_factory: Makes the protocol that reads and writes MQTT over it.
+    """
+    protocol = protocol_factory()
     transport = WsTransport(websocket=websocket, protocol=protocol)
     protocol.connection_made(transport)
     error: Exception | None = None

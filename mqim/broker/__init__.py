@@ -22,6 +22,7 @@ from mqim.broker._exceptions import (
     ProtocolViolation,
 )
 from mqim.broker._hub import Hub, HubObserver, group_of
+from mqim.broker._keyring import Keyring, KeyringFile, TokenKey, ensure_keyring, load_keyring, save_keyring
 from mqim.broker._listener import Listener
 from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
@@ -33,19 +34,7 @@ from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
 from mqim.broker._sys import SYS_ROOT, SysPublisher
 from mqim.broker._token_auth import TokenAuthenticator
-from mqim.broker._tokens import (
-    Keyring,
-    KeyringFile,
-    TokenClaims,
-    TokenKey,
-    ensure_keyring,
-    issue_token,
-    load_keyring,
-    looks_like_token,
-    save_keyring,
-    unverified_claims,
-    verify_token,
-)
+from mqim.broker._tokens import TokenClaims, issue_token, looks_like_token, unverified_claims, verify_token
 from mqim.broker._traffic import TOPIC_CLASSES, Traffic
 
 __all__ = [

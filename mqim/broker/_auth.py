@@ -31,6 +31,7 @@ from mqim.acl import Identity
 from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
 from mqim.broker._backoff import BackoffPolicy
 from mqim.broker._cert_auth import CertificateAuthenticator, CertUserField
+from mqim.broker._keyring import KeyringFile
 from mqim.broker._password_auth import (
     DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS,
     DEFAULT_MAX_WAITING_PASSWORD_CHECKS,
@@ -39,7 +40,7 @@ from mqim.broker._password_auth import (
     StorageAuthenticator,
 )
 from mqim.broker._token_auth import TokenAuthenticator
-from mqim.broker._tokens import DEFAULT_LEEWAY_S, KeyringFile
+from mqim.broker._tokens import DEFAULT_LEEWAY_S
 from mqim.storage import Storage
 
 # `PasswordCheckStats` moved to `_password_auth`; re-exported for `mqim.admin`, which imports it

@@ -19,7 +19,7 @@ import pytest
 
 from mqim.acl import AclEngine, Action, Identity, MembershipIndex, is_valid_filter, parse_rule
 from mqim.broker import TOKEN_KEYS_FILENAME, Keyring, ensure_keyring, issue_token, save_keyring
-from mqim.broker._tokens import b64url_encode
+from mqim.broker._b64url import b64url_encode
 from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD, Users

@@ -35,8 +35,9 @@ from mqim.broker import (
     verify_token,
 )
 from mqim.broker._authenticator import ConnectRequest
+from mqim.broker._b64url import b64url_decode, b64url_encode
 from mqim.broker._token_auth import UNKNOWN_KID_RELOAD_INTERVAL_S
-from mqim.broker._tokens import MAX_TOKEN_CHARS, b64url_decode, b64url_encode
+from mqim.broker._tokens import MAX_TOKEN_CHARS
 from mqim.cli import app
 from mqim.storage import SqliteStorage
 from tests.conftest import PASSWORD

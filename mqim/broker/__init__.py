@@ -21,9 +21,10 @@ from mqim.broker._exceptions import (
     MalformedPacket,
     ProtocolViolation,
 )
-from mqim.broker._hub import Hub, HubObserver, group_of
+from mqim.broker._hub import Hub, HubObserver
 from mqim.broker._keyring import Keyring, KeyringFile, TokenKey, ensure_keyring, load_keyring, save_keyring
 from mqim.broker._listener import Listener
+from mqim.broker._managed import group_of
 from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ports import ClusterPort

@@ -1,31 +1,40 @@
 """Signed access tokens: HMAC-SHA256 JSON Web Tokens (RFC 7519 in JWS compact form, RFC 7515).
 
-Only what mqim issues is accepted, and nothing else:
+PyJWT (`jwt`) signs them and checks their signatures; this module holds mqim's policy around
+it. Only what mqim issues is accepted, and nothing else:
 
 - the header is exactly `{"alg":"HS256","typ":"JWT","kid":...}` in content: `alg` must be
   `HS256` (`none`, RS*/ES* and the rest are refused, so no algorithm confusion is possible),
   `kid` must name a key of the keyring, `typ` if present must be `JWT`, and any other header
-  field (`crit`, `jku`, ...) is refused;
-- the signature is checked (constant-time) before any claim is looked at;
+  field (`crit`, `jku`, ...) is refused. The header is read here first; PyJWT is then given
+  the key `kid` names and HS256 as the only algorithm;
+- the signature is checked (constant-time, by PyJWT) before the claims are parsed; the claims
+  and signature parts are base64url-checked before it, so a token whose claims part is not
+  base64url is `malformed` even when its signature is also wrong;
 - claims `sub`, `aud` (a string or a list of strings), `exp`, `iat` and `jti` are required,
   `nbf` is optional; `exp`, `nbf` and `iat` are compared with the caller's `now` allowing
   `leeway_s` seconds of clock skew;
 - JSON objects with duplicate names, base64url with padding or non-canonical trailing bits, and
   tokens longer than `MAX_TOKEN_CHARS` are malformed.
 
+PyJWT's own claim checks are off: it compares times with the wall clock (here they are compared
+with the caller's `now`), takes `true` for a time and an empty `sub` for a subject. Its errors
+become `InvalidToken` where it is called.
+
 The keys (`Keyring`, rotation, the key file) are in `_keyring`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from mqim.broker._b64url import B64_ALPHABET, b64url_decode, b64url_encode
+import jwt
+from jwt.types import Options
+
+from mqim.broker._b64url import B64_ALPHABET, b64url_decode
 from mqim.broker._exceptions import InvalidToken, KeyringError
 from mqim.broker._keyring import Keyring
 
@@ -67,8 +76,26 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
     return value
 
 
-def _dump(value: dict[str, Any]) -> bytes:
-    return json.dumps(value, separators=(",", ":"), sort_keys=False, ensure_ascii=True).encode("ascii")
+class _StrictJWT(jwt.PyJWT):
+    """PyJWT reading the claims with `_json_object` (duplicate names refused)."""
+
+    def _decode_payload(self, decoded: dict[str, Any]) -> dict[str, Any]:
+        # PyJWT's documented hook for the claims' JSON; it runs after the signature check.
+        return _json_object(decoded["payload"], "claims")
+
+
+_JWT = _StrictJWT()
+_SIGNATURE_ONLY: Options = {
+    "verify_signature": True,
+    "verify_exp": False,
+    "verify_nbf": False,
+    "verify_iat": False,
+    "verify_aud": False,
+    "verify_iss": False,
+    "verify_sub": False,
+    "verify_jti": False,
+}
+"""What PyJWT checks: the signature; the claims are checked by `verify_token`."""
 
 
 # -- tokens -----------------------------------------------------------------------------------
@@ -117,7 +144,6 @@ def issue_token(
         raise ValueError("subject and audience must not be empty")
     if not 1 <= ttl_s <= MAX_TTL_S:
         raise ValueError(f"ttl must be within 1..{MAX_TTL_S} seconds, got {ttl_s}")
-    header = {"alg": ALGORITHM, "typ": "JWT", "kid": key.kid}
     claims = {
         "sub": subject,
         "aud": audience,
@@ -125,9 +151,8 @@ def issue_token(
         "exp": now + ttl_s,
         "jti": token_id or secrets.token_urlsafe(16),
     }
-    signing_input = f"{b64url_encode(_dump(header))}.{b64url_encode(_dump(claims))}"
-    signature = hmac.new(key.secret, signing_input.encode("ascii"), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url_encode(signature)}"
+    # PyJWT writes the header {"alg":"HS256","kid":...,"typ":"JWT"}.
+    return jwt.encode(claims, key.secret, algorithm=ALGORITHM, headers={"kid": key.kid})
 
 
 def looks_like_token(text: str) -> bool:
@@ -144,6 +169,11 @@ def _split(token: str) -> tuple[str, str, str]:
     if len(parts) != 3:
         raise InvalidToken("malformed", "a token has three dot-separated parts")
     return parts[0], parts[1], parts[2]
+
+
+def _base64url_shaped(part: str) -> bool:
+    # Not empty, no padding, nothing outside the alphabet: PyJWT accepts `=` and empty parts.
+    return bool(part) and all(ch in B64_ALPHABET for ch in part)
 
 
 def _optional_number(claims: dict[str, Any], name: str) -> float | None:
@@ -205,12 +235,16 @@ def verify_token(
     key = keyring.get(kid) if isinstance(kid, str) else None
     if key is None:
         raise InvalidToken("unknown_key", f"key id {kid!r} is not in the keyring")
-    signature = b64url_decode(signature_b64)
-    expected = hmac.new(key.secret, f"{header_b64}.{claims_b64}".encode("ascii"), hashlib.sha256).digest()
-    if not hmac.compare_digest(signature, expected):
-        raise InvalidToken("bad_signature", "the signature does not match")
-    # Only now, with the signature checked, are the claims worth reading.
-    claims = _json_object(b64url_decode(claims_b64), "claims")
+    if not _base64url_shaped(claims_b64) or not _base64url_shaped(signature_b64):
+        # PyJWT then refuses impossible lengths and non-canonical trailing bits.
+        raise InvalidToken("malformed", "not unpadded base64url")
+    try:
+        # The claims' JSON is read (`_StrictJWT`) only once the signature is checked.
+        claims = _JWT.decode(token, key.secret, algorithms=[ALGORITHM], options=_SIGNATURE_ONLY)
+    except jwt.InvalidSignatureError as exc:
+        raise InvalidToken("bad_signature", "the signature does not match") from exc
+    except jwt.PyJWTError as exc:
+        raise InvalidToken("malformed", str(exc)) from exc
     subject = _string(claims, "sub")
     token_id = _string(claims, "jti")
     raw_aud = claims.get("aud")

@@ -67,9 +67,8 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
-        if isinstance(exc, InvalidToken):
-            raise
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # RecursionError: nested deeper than the parser goes, within MAX_TOKEN_CHARS.
         raise InvalidToken("malformed", f"{what} is not a JSON object") from exc
     if not isinstance(value, dict):
         raise InvalidToken("malformed", f"{what} is not a JSON object")

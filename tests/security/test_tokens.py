@@ -203,6 +203,18 @@ def test_duplicate_json_members_are_refused() -> None:
     assert reason(keys, f"{head}.{dup_claims}.{b64url_encode(sig)}") == "malformed"
 
 
+def test_json_nested_too_deep_is_malformed() -> None:
+    # Within MAX_TOKEN_CHARS, deeper than the JSON parser's recursion limit.
+    keys = ring("k1")
+    deep = b64url_encode(b"[" * 2500)
+    assert reason(keys, f"{deep}.{b64(claims())}.AA") == "malformed"
+    head = b64({"alg": "HS256", "kid": "k1"})
+    sig = hmac.new(keys.keys[0].secret, f"{head}.{deep}".encode(), hashlib.sha256).digest()
+    assert reason(keys, f"{head}.{deep}.{b64url_encode(sig)}") == "malformed"
+    with pytest.raises(InvalidToken):
+        unverified_claims(f"{head}.{deep}.{b64url_encode(sig)}")
+
+
 @pytest.mark.parametrize(
     "token",
     [

@@ -18,6 +18,7 @@ from typing import Any
 
 from mqim import mqtt as c
 from mqim.acl import Identity
+from mqim.broker._conn_io import HOLD_BACK, PAUSE_HELD, PAUSE_OWED
 from mqim.broker._conn_state import State
 from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
 from mqim.broker._handshake import ConnectHandshake
@@ -38,15 +39,13 @@ log = logging.getLogger("mqim.broker.connection")
 _violations = SummaryLog(logger=log, what="closed on a protocol violation", level=logging.WARNING)
 
 
-_PAUSE_WRITE = 1  # the client reads slower than we write
-_PAUSE_HELD = 2  # the broker holds too many publishes for the logic (Hub back-pressure)
-_PAUSE_OWED = 4  # this connection is owed too many acknowledgements
-_HOLD_BACK = _PAUSE_HELD | _PAUSE_OWED  # reasons to stop handling packets already read
 _UP_PREFIX = f"{PREFIX}/up/"
 
 
-class MqttConnection(ConnectHandshake, asyncio.Protocol):
-    """The broker side of one client connection (its CONNECT path: `ConnectHandshake`).
+class MqttConnection(ConnectHandshake):
+    """The broker side of one client connection: the packets after CONNECT and their acknowledgements.
+
+    Its CONNECT path is `ConnectHandshake` and its transport side `ConnectionIO`, its bases.
 
     Args:
         host: The broker that accepted the socket (`ConnectionHost`).
@@ -54,15 +53,11 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
     """
 
     # Slots: thousands of idle connections each pay for their attributes, not for a __dict__
-    # (those the CONNECT path sets are slots of ConnectHandshake).
+    # (those the CONNECT path and the transport side set are slots of their classes).
     __slots__ = (
         "_backlog",
         "_clean_disconnect",
         "_deferred",
-        "_out",
-        "_read_paused",
-        "close_reason",
-        "closing",
         "decoder",
         "host",
         "hub",
@@ -71,8 +66,6 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         "opened_at",
         "over_limit",
         "peer",
-        "transport",
-        "writable",
     )
 
     host: ConnectionHost[MqttConnection]
@@ -100,7 +93,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         self._out: list[bytes] | None = None  # bytes written this loop tick, sent by _flush
         # Acknowledgements waiting, in arrival order: (commit generation or 0, hold or None, bytes).
         self._deferred: deque[tuple[int, Hold | None, bytes]] | None = None
-        self._read_paused = 0  # why reading is paused: bits _PAUSE_WRITE, _PAUSE_HELD, _PAUSE_OWED
+        self._read_paused = 0  # why reading is paused: bits PAUSE_WRITE, PAUSE_HELD, PAUSE_OWED
         self._clean_disconnect = False
         self.closing = False
         self.close_reason = ""
@@ -147,14 +140,14 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         for index, (packet_type, flags, body) in enumerate(frames):
             if self.closing:
                 return  # nothing is read after DISCONNECT or a violation
-            if self._read_paused & _HOLD_BACK:
+            if self._read_paused & HOLD_BACK:
                 # Back-pressure: the rest of what was read waits (one read's worth at most).
                 self._backlog.extend(frames[index:])
                 return
             self._dispatch(packet_type, flags, body)
 
     def _run_backlog(self) -> None:
-        if self.state is not State.CONNECTED or self._read_paused & _HOLD_BACK or not self._backlog:
+        if self.state is not State.CONNECTED or self._read_paused & HOLD_BACK or not self._backlog:
             return
         backlog, self._backlog = self._backlog, []
         try:
@@ -173,75 +166,6 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
                 self.host.publish_will(self)
             self.hub.disconnected(session)
         self.host.connection_closed(self)
-
-    def pause_writing(self) -> None:
-        # The client reads slower than we write: stop writing to it (messages stay queued,
-        # QoS 0 is dropped) and stop reading from it so it cannot make us buffer without bound.
-        self.writable = False
-        self._pause_reading(_PAUSE_WRITE)
-
-    def resume_writing(self) -> None:
-        self.writable = True
-        self._resume_reading(_PAUSE_WRITE)
-        if self.session is not None and self.session.conn is self:
-            self.session.pump()
-
-    def _pause_reading(self, why: int) -> None:
-        was = self._read_paused
-        self._read_paused = was | why
-        if not was and isinstance(self.transport, asyncio.ReadTransport):
-            self.transport.pause_reading()
-
-    def _resume_reading(self, why: int) -> None:
-        was = self._read_paused
-        self._read_paused = was & ~why
-        if was and not self._read_paused and self.state is State.CONNECTED:
-            if self._backlog:
-                self.host.loop.call_soon(self._run_backlog)
-            if isinstance(self.transport, asyncio.ReadTransport):
-                self.transport.resume_reading()
-
-    def resume_publishing(self) -> None:
-        """The broker holds few enough publishes again (`Hub` back-pressure)."""
-        self._resume_reading(_PAUSE_HELD)
-
-    # -- output --------------------------------------------------------------------------------
-    def write(self, data: bytes) -> None:
-        """Queue bytes for the socket; everything written in one loop tick leaves in one send.
-
-        A send() per packet was the largest single cost under load (PUBACKs, fan-out); the
-        flush runs at the end of the current tick, so latency does not change.
-        """
-        if self.transport is None or self.state is State.CLOSED:
-            return
-        out = self._out
-        if out is None:
-            self._out = [data]
-            self.host.loop.call_soon(self._flush)
-        else:
-            out.append(data)
-
-    def _flush(self) -> None:
-        out, self._out = self._out, None
-        transport = self.transport
-        if out and transport is not None and not transport.is_closing():
-            data = out[0] if len(out) == 1 else b"".join(out)
-            self.hub.traffic.bytes_sent += len(data)
-            transport.write(data)  # type: ignore[attr-defined]
-
-    def close(self, reason: str, *, abort: bool = False) -> None:
-        """Close the connection; `reason` is logged."""
-        if self.state is State.CLOSED and self.transport is None:
-            return
-        self.close_reason = self.close_reason or reason
-        self.closing = True
-        self._flush()  # what was written before closing (a refusing CONNACK, say) still leaves
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            if abort:
-                transport.abort()  # type: ignore[attr-defined]
-            else:
-                transport.close()
 
     def evict(self, reason: str, *, will: bool = False) -> None:
         """Abort at once, leaving the session to another owner (a cluster take-over or fence).
@@ -353,7 +277,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
         if hold is not None and hold.taken:
             self._ack_publish(pub, durable=durable, hold=hold)
             if hub.saturated(self):
-                self._pause_reading(_PAUSE_HELD)
+                self._pause_reading(PAUSE_HELD)
         elif hold is not None and not durable and topic.startswith(_UP_PREFIX):
             # An IM request nobody took (no logic service attached, no worker session, not
             # durably forwarded to another cluster node's worker): a PUBACK would tell the client
@@ -365,7 +289,7 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
             self._ack_publish(pub, durable=durable)
         deferred = self._deferred
         if deferred and len(deferred) >= self.host.settings.max_unacked_publishes:
-            self._pause_reading(_PAUSE_OWED)
+            self._pause_reading(PAUSE_OWED)
 
     def _on_oversize(self, big: c.Oversize) -> None:
         """A PUBLISH above `max_packet_bytes` was read and discarded without buffering it.
@@ -425,8 +349,8 @@ class MqttConnection(ConnectHandshake, asyncio.Protocol):
             deferred.popleft()
             self.write(data)
         low_water = self.host.settings.max_unacked_publishes // 2
-        if self._read_paused & _PAUSE_OWED and len(deferred) < low_water:
-            self._resume_reading(_PAUSE_OWED)
+        if self._read_paused & PAUSE_OWED and len(deferred) < low_water:
+            self._resume_reading(PAUSE_OWED)
 
     def hold_settled(self, hold: Hold) -> None:
         """Every consumer of a held publish has it durably (`HoldWaiter`)."""

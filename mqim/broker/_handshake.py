@@ -16,10 +16,9 @@ from typing import Self
 
 from mqim import mqtt as c
 from mqim.acl import Action, Identity
+from mqim.broker._conn_io import ConnectionIO
 from mqim.broker._conn_state import State
 from mqim.broker._exceptions import AuthenticationBusy, ProtocolViolation
-from mqim.broker._host import ConnectionHost
-from mqim.broker._hub import Hub
 from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
@@ -40,37 +39,23 @@ LIMIT_REFUSAL_DELAY_S = 1.0
 MAX_DELAYED_REFUSALS = 1_000
 
 
-class ConnectHandshake:
+class ConnectHandshake(ConnectionIO):
     """The CONNECT path of `MqttConnection`.
 
-    The attributes it sets are slots of this class; the others it reads, and `write`, `close`
-    and `_run_backlog`, are `MqttConnection`'s. `host` is a `ConnectionHost` of the concrete
-    connection class, so the methods that hand the connection to it are typed `self: Self`.
+    The attributes it sets are slots of this class; the others it reads are `ConnectionIO`'s
+    and `MqttConnection`'s. `host` is a `ConnectionHost` of the concrete connection class, so
+    the methods that hand the connection to it are typed `self: Self`.
     """
 
     __slots__ = ("connect", "identity", "keepalive", "session", "state")
 
-    host: ConnectionHost[Self]
-    hub: Hub
-    transport: asyncio.BaseTransport | None
-    writable: bool
     peer: str
     over_limit: bool
-    _backlog: list[c.Frame]
     connect: c.Connect | None
     identity: Identity | None
     keepalive: float
     session: Session | None
     state: State
-
-    def write(self, data: bytes) -> None:
-        raise NotImplementedError  # MqttConnection.write
-
-    def close(self, reason: str, *, abort: bool = False) -> None:
-        raise NotImplementedError  # MqttConnection.close
-
-    def _run_backlog(self) -> None:
-        raise NotImplementedError  # MqttConnection._run_backlog
 
     def _on_first_packet(self) -> None:
         packet_type, flags, body = self._backlog.pop(0)

@@ -11,9 +11,7 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mqim.broker import Traffic
-from mqim.broker._auth import PasswordCheckStats
-from mqim.broker._hub import Counters
+from mqim.broker import Counters, PasswordCheckStats, Traffic
 from mqim.logic import LogicCounters
 from mqim.stats import LatencyHistogram
 

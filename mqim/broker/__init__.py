@@ -21,11 +21,11 @@ from mqim.broker._exceptions import (
     MalformedPacket,
     ProtocolViolation,
 )
-from mqim.broker._hub import Hub, HubObserver
+from mqim.broker._hub import Counters, Hub, HubObserver
 from mqim.broker._keyring import Keyring, KeyringFile, TokenKey, ensure_keyring, load_keyring, save_keyring
 from mqim.broker._listener import Listener
 from mqim.broker._managed import group_of
-from mqim.broker._password_auth import PasswordAuthenticator, StorageAuthenticator
+from mqim.broker._password_auth import PasswordAuthenticator, PasswordCheckStats, StorageAuthenticator
 from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ports import ClusterPort
 from mqim.broker._ratelimit import ViolationWindow, address_key
@@ -55,6 +55,7 @@ __all__ = [
     "CompositeAuthenticator",
     "ConfigError",
     "ConnectRequest",
+    "Counters",
     "Delivery",
     "Hub",
     "HubObserver",
@@ -68,6 +69,7 @@ __all__ = [
     "MqimAuthPlugin",
     "MqimBroker",
     "PasswordAuthenticator",
+    "PasswordCheckStats",
     "ProtocolViolation",
     "RefreshableAuthenticator",
     "Session",

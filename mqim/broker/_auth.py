@@ -36,24 +36,11 @@ from mqim.broker._password_auth import (
     DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS,
     DEFAULT_MAX_WAITING_PASSWORD_CHECKS,
     DEFAULT_PASSWORD_CHECK_WAIT_S,
-    PasswordCheckStats,
     StorageAuthenticator,
 )
 from mqim.broker._token_auth import TokenAuthenticator
 from mqim.broker._tokens import DEFAULT_LEEWAY_S
 from mqim.storage import Storage
-
-# `PasswordCheckStats` moved to `_password_auth`; re-exported for `mqim.admin`, which imports it
-# from here.
-__all__ = [
-    "DEFAULT_AUTH_METHODS",
-    "TOKEN_KEYS_FILENAME",
-    "AuthMethod",
-    "AuthOptions",
-    "CompositeAuthenticator",
-    "PasswordCheckStats",
-    "build_authenticator",
-]
 
 _M = TypeVar("_M")
 

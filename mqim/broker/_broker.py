@@ -21,6 +21,7 @@ import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
+from mqim._util import worth_logging
 from mqim.acl import AclEngine, Identity
 from mqim.broker._admission import Admission
 from mqim.broker._authenticator import Authenticator
@@ -404,7 +405,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         """Count (and log, 1st, 2nd, 4th... time) an IM request no logic service could take."""
         self._count("no_consumer")
         count = self.hub.counters.extra["no_consumer"]
-        if count & (count - 1) == 0:
+        if worth_logging(count):
             log.warning(
                 "no logic service takes requests (%d refused so far, latest on %r from %s): "
                 "start `mqim logic` or enable the embedded logic",
@@ -426,7 +427,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         """Count a client PUBLISH to `$SYS/...` (acknowledged and dropped; logged 1st, 2nd, 4th...)."""
         self._count("sys_publish_dropped")
         count = self.hub.counters.extra["sys_publish_dropped"]
-        if count & (count - 1) == 0:
+        if worth_logging(count):
             log.info(
                 "client PUBLISH to %r from %s dropped (%d so far): $SYS is the server's",
                 topic[:200],

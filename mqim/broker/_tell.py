@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import json
-
 from mqim.acl import Identity
 from mqim.broker._hub import Hub
-from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id, peek_request_id
+from mqim.protocol import ErrorCode, ErrorPayload, InboxKind, inbox_topic, is_valid_id, request_ref
 
 
 def tell_error(hub: Hub, identity: Identity, payload: bytes, code: ErrorCode, message: str) -> None:
     """Send an `error` payload to a user's inbox, echoing the request id when it has one."""
     if not identity.user or identity.kind != "user" or not is_valid_id(identity.user):
         return
-    ref: str | None = None
-    try:
-        body = json.loads(payload) if payload[:1] == b"{" else None
-        if isinstance(body, dict) and isinstance(body.get("id"), str):
-            ref = body["id"][:64]
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        # Truncated (the head of an oversize PUBLISH) or nested too deep: look at its start.
-        ref = peek_request_id(payload)
+    ref = request_ref(payload)  # the head of an oversize PUBLISH, too
     error = ErrorPayload(ref=ref, code=code, message=message)
     hub.publish_local(inbox_topic(identity.user, InboxKind.ERROR), error.to_json(), qos=1)

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from mqim.logic._exceptions import RequestRejected
 from mqim.logic._limits import LogicLimits
-from mqim.protocol import ID_PATTERN, ErrorCode, SendRequest, UpKind, is_valid_id
+from mqim.protocol import ID_PATTERN, ErrorCode, SendRequest, UpKind, is_valid_id, request_ref
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -104,15 +104,10 @@ def read_ref(obj: object) -> str | None:
 def extract_ref(payload: bytes, *, limits: LogicLimits) -> str | None:
     """Best-effort `id` of a raw payload, for replies to requests refused before validation.
 
-    Never raises. Payloads larger than `limits.max_ref_scan_bytes` are not parsed.
+    Never raises. Payloads larger than `limits.max_ref_scan_bytes` are not parsed whole; their
+    head is looked at (`mqim.protocol.request_ref`, which the broker's refusals use too).
     """
-    if len(payload) > limits.max_ref_scan_bytes:
-        return None
-    try:
-        obj = _loads(payload)
-    except (ValueError, RecursionError):
-        return None
-    return read_ref(obj)
+    return request_ref(payload, max_parse_bytes=limits.max_ref_scan_bytes)
 
 
 def decode_request(payload: bytes, *, limits: LogicLimits) -> dict[str, Any]:

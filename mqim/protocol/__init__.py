@@ -9,6 +9,7 @@ from mqim.protocol._ids import (
     is_valid_id,
     parse_conv,
     peek_request_id,
+    request_ref,
     validate_id,
 )
 from mqim.protocol._models import (
@@ -103,6 +104,7 @@ __all__ = [
     "parse_up_topic",
     "peek_request_id",
     "presence_topic",
+    "request_ref",
     "up_topic",
     "validate_id",
 ]

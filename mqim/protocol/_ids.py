@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from mqim.protocol._exceptions import InvalidId
@@ -83,3 +84,26 @@ def peek_request_id(head: bytes) -> str | None:
     """
     match = _HEAD_ID_RE.match(head)
     return match.group(1).decode("ascii") if match is not None else None
+
+
+REF_PARSE_BYTES = 65_536
+"""Largest payload `request_ref` parses whole; past it only its head is looked at."""
+
+
+def request_ref(payload: bytes, *, max_parse_bytes: int = REF_PARSE_BYTES) -> str | None:
+    """The request `id` of a raw payload, for the reply to a request refused before validation.
+
+    A payload up to `max_parse_bytes` that parses as a JSON object answers its `id`; one that
+    does not parse (truncated, nested too deep, not UTF-8) or is larger answers what
+    `peek_request_id` finds in its head. An id breaking the id rule is never echoed: it could be
+    anything up to the payload size. Never raises.
+    """
+    if len(payload) <= max_parse_bytes:
+        try:
+            obj = json.loads(payload)
+        except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+            obj = None
+        if isinstance(obj, dict):
+            ref = obj.get("id")
+            return ref if isinstance(ref, str) and is_valid_id(ref) else None
+    return peek_request_id(payload)

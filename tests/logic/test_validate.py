@@ -230,11 +230,16 @@ def test_pathological_nesting_does_not_crash() -> None:
     assert "deeper" in error.message
 
 
-def test_oversize_payload_beyond_scan_limit_has_no_ref() -> None:
+def test_oversize_payload_beyond_scan_limit_takes_its_ref_from_the_head() -> None:
+    # Not parsed whole past max_ref_scan_bytes: the id is read from the head, as the broker does.
     limits = LogicLimits(max_payload_bytes=100, max_ref_scan_bytes=200)
     payload = enc({"id": "c-1", "to": "bob", "text": "x" * 300})
     error = rejected(payload, limits=limits)
-    assert (error.code, error.ref) == (ErrorCode.TOO_LARGE, None)
+    assert (error.code, error.ref) == (ErrorCode.TOO_LARGE, "c-1")
+    nested_first = enc({"ops": [{"id": "x"}], "id": "c-2", "text": "x" * 300})
+    assert rejected(nested_first, limits=limits).ref is None  # a nested id is never the request's
+    bad_id = enc({"id": "not an id!", "text": "x" * 300})
+    assert rejected(bad_id, limits=limits).ref is None
 
 
 def test_text_exactly_at_limit_is_accepted() -> None:

@@ -1,9 +1,19 @@
-"""Small ideas every layer uses, written once: per-key token buckets, the log throttle.
+"""Small ideas every layer uses, written once: token buckets, violation windows, log throttling.
 
 The bottom layer: it imports nothing from mqim.
 """
 
 from mqim._util._buckets import KeyedBuckets, TokenBucket
+from mqim._util._logsummary import SummaryLog, host_of
+from mqim._util._ratelimit import ViolationWindow, address_key
 from mqim._util._throttle import worth_logging
 
-__all__ = ["KeyedBuckets", "TokenBucket", "worth_logging"]
+__all__ = [
+    "KeyedBuckets",
+    "SummaryLog",
+    "TokenBucket",
+    "ViolationWindow",
+    "address_key",
+    "host_of",
+    "worth_logging",
+]

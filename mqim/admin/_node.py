@@ -18,7 +18,8 @@ from typing import Self
 import mqim
 from mqim.admin._endpoints import AdminEndpoints
 from mqim.admin._sources import BridgesView, ClusterView, LogicView, NodeParts, StorageProbe
-from mqim.broker import CompositeAuthenticator, MqimBroker, StorageAuthenticator, SysPublisher
+from mqim.auth import CompositeAuthenticator, StorageAuthenticator
+from mqim.broker import MqimBroker, SysPublisher
 from mqim.web import HttpHandler, HttpServer, WebError, WebOptions, WebSite
 
 log = logging.getLogger("mqim.admin")

@@ -11,7 +11,8 @@ from collections.abc import Mapping, Sized
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from mqim.broker import Counters, PasswordCheckStats, Traffic
+from mqim.auth import PasswordCheckStats
+from mqim.broker import Counters, Traffic
 from mqim.logic import LogicCounters
 from mqim.stats import LatencyHistogram
 

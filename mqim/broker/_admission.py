@@ -11,13 +11,11 @@ import logging
 import time
 
 from mqim import mqtt as codec
-from mqim._util import KeyedBuckets
+from mqim._util import KeyedBuckets, SummaryLog, ViolationWindow, address_key
 from mqim.acl import Action, Identity
 from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event
 from mqim.broker._hub import Hub
-from mqim.broker._logsummary import SummaryLog
-from mqim.broker._ratelimit import ViolationWindow, address_key
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._tell import tell_error
 from mqim.mqtt import Publish

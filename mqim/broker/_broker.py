@@ -23,8 +23,8 @@ from amqtt.contexts import ListenerType
 
 from mqim._util import worth_logging
 from mqim.acl import AclEngine, Identity
+from mqim.auth._authenticator import Authenticator
 from mqim.broker._admission import Admission
-from mqim.broker._authenticator import Authenticator
 from mqim.broker._connection import MqttConnection, State
 from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError

@@ -17,6 +17,7 @@ from collections import deque
 from typing import Any
 
 from mqim import mqtt as c
+from mqim._util import SummaryLog, host_of
 from mqim.acl import Identity
 from mqim.broker._conn_io import HOLD_BACK, PAUSE_HELD, PAUSE_OWED
 from mqim.broker._conn_state import State
@@ -24,7 +25,6 @@ from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
 from mqim.broker._handshake import ConnectHandshake
 from mqim.broker._holds import Hold
 from mqim.broker._host import ConnectionHost
-from mqim.broker._logsummary import SummaryLog, host_of
 from mqim.broker._session import Session
 from mqim.broker._subscribe import grant_subscriptions
 from mqim.broker._topics import check_filter, is_sys_topic, valid_publish_topic

@@ -15,11 +15,12 @@ import time
 from typing import Self
 
 from mqim import mqtt as c
+from mqim._util import SummaryLog, host_of
 from mqim.acl import Action, Identity
+from mqim.auth import AuthenticationBusy
 from mqim.broker._conn_io import ConnectionIO
 from mqim.broker._conn_state import State
-from mqim.broker._exceptions import AuthenticationBusy, ProtocolViolation
-from mqim.broker._logsummary import SummaryLog, host_of
+from mqim.broker._exceptions import ProtocolViolation
 from mqim.broker._notices import bridge_notice_name
 from mqim.broker._session import Session
 from mqim.broker._topics import valid_publish_topic

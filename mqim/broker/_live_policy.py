@@ -12,8 +12,8 @@ import asyncio
 import logging
 
 from mqim.acl import Identity, InvalidRule
+from mqim.auth._authenticator import Authenticator, RefreshableAuthenticator
 from mqim.broker._admission import Admission
-from mqim.broker._authenticator import Authenticator, RefreshableAuthenticator
 from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError

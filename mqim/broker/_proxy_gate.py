@@ -23,8 +23,8 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from mqim._util import SummaryLog
 from mqim.broker._exceptions import ConfigError, ProxyHeaderError
-from mqim.broker._logsummary import SummaryLog
 from mqim.broker._proxy import ProxyHeaderParser
 
 log = logging.getLogger("mqim.broker.proxy")

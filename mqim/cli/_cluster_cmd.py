@@ -92,6 +92,7 @@ def broker_command(
     mongo = _required(cluster.mongo_url, "cluster.mongo_url", "--mongo or MQIM_MONGO_URL")
     configure_logging(config.log)
     # Imported here so that other commands do not load the broker (and amqtt).
+    from mqim.auth import AuthError
     from mqim.broker import BrokerError
     from mqim.cli._serve import admin_options, auth_options, broker_settings, listeners
     from mqim.cluster import ClusterSettings
@@ -128,7 +129,7 @@ def broker_command(
                         flush=True,
                     )
                 await run_until_signal(_forever(), name=f"mqim-node:{node}")
-        except (BrokerError, StorageError) as exc:
+        except (AuthError, BrokerError, StorageError) as exc:  # a token key file, say
             raise CliError(f"node {node}: {exc}") from exc
 
     run(go())

@@ -7,7 +7,8 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
-from mqim.broker import AuthOptions, BrokerSettings, Listener
+from mqim.auth import AuthOptions
+from mqim.broker import BrokerSettings, Listener
 from mqim.cli._common import logic_limits
 from mqim.cli._config import MqimConfig
 from mqim.cli._logging import configure_logging

@@ -28,7 +28,7 @@ from mqim.protocol import InvalidId, validate_id
 from mqim.storage import StorageError
 
 if TYPE_CHECKING:
-    from mqim.broker import Keyring
+    from mqim.auth import Keyring
 
 MAX_JTI_CHARS = 256
 """Longest token id accepted by `revoke`."""
@@ -51,14 +51,14 @@ def _config(config_path: ConfigOpt, data_dir: DataDirOpt) -> MqimConfig:
 def keys_path(config: MqimConfig) -> Path:
     """The token key file the configuration names."""
     # Imported here: only the token commands need the broker package.
-    from mqim.broker import TOKEN_KEYS_FILENAME
+    from mqim.auth import TOKEN_KEYS_FILENAME
 
     configured = config.auth.token_keys_file
     return configured if configured is not None else config.server.data_dir / TOKEN_KEYS_FILENAME
 
 
 def _keyring(path: Path, *, create: bool) -> Keyring:
-    from mqim.broker import KeyringError, ensure_keyring, load_keyring
+    from mqim.auth import KeyringError, ensure_keyring, load_keyring
 
     try:
         return ensure_keyring(path, now=int(time.time())) if create else load_keyring(path)
@@ -84,7 +84,7 @@ def issue(
     config_path: ConfigOpt = None,
 ) -> None:
     """Print a token for USER (the key file is created on first use)."""
-    from mqim.broker import issue_token, verify_token
+    from mqim.auth import issue_token, verify_token
 
     config = storage_config(config_path, data_dir, mongo_url, database)
     try:
@@ -130,7 +130,7 @@ def revoke(
     config_path: ConfigOpt = None,
 ) -> None:
     """Revoke a token: the server refuses it at every later CONNECT."""
-    from mqim.broker import InvalidToken, looks_like_token, unverified_claims
+    from mqim.auth import InvalidToken, looks_like_token, unverified_claims
 
     config = storage_config(config_path, data_dir, mongo_url, database)
     jti, expires = token_or_jti, None
@@ -168,7 +168,7 @@ def rotate(
     config_path: ConfigOpt = None,
 ) -> None:
     """Add a new signing key; tokens signed by the kept older keys stay valid."""
-    from mqim.broker import KeyringError, save_keyring
+    from mqim.auth import KeyringError, save_keyring
 
     config = _config(config_path, data_dir)
     path = keys_path(config)

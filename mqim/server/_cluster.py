@@ -18,12 +18,8 @@ from typing import Self
 
 from mqim.acl import AclEngine, MembershipIndex, Rule
 from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_parts
-from mqim.broker import (
-    AuthOptions,
-    BrokerSettings,
-    Listener,
-    MqimBroker,
-)
+from mqim.auth import AuthOptions
+from mqim.broker import BrokerSettings, Listener, MqimBroker
 from mqim.cluster import ClusterLink, ClusterSettings
 from mqim.logic import (
     LogicLimits,

@@ -9,7 +9,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from mqim.acl import AclEngine, Identity, IdentityKind, MembershipIndex
-from mqim.broker import AuthOptions, BrokerSettings, Listener, MqimBroker, build_authenticator
+from mqim.auth import AuthOptions, build_authenticator
+from mqim.broker import BrokerSettings, Listener, MqimBroker
 from mqim.logic import InProcessBus, LogicLimits, LogicService
 from mqim.protocol import inbox_filter
 from mqim.storage import AccountKind, SessionStore, Storage

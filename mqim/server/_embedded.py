@@ -15,13 +15,9 @@ from typing import Self
 
 from mqim.acl import AclEngine, MembershipIndex, Rule
 from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_parts
+from mqim.auth import AuthOptions
 from mqim.bridge import BridgeService, committer_barrier
-from mqim.broker import (
-    AuthOptions,
-    BrokerSettings,
-    Listener,
-    MqimBroker,
-)
+from mqim.broker import BrokerSettings, Listener, MqimBroker
 from mqim.hooks import HooksConfig, HookService
 from mqim.logic import (
     LogicLimits,

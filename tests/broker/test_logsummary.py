@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from mqim.broker._logsummary import LogSummary, SummaryLog, host_of, reason_class
+from mqim._util._logsummary import LogSummary, SummaryLog, host_of, reason_class
 from mqim.cli._config import LogConfig
 from mqim.cli._logging import THIRD_PARTY_LOGGERS, configure_logging
 

@@ -15,7 +15,8 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from mqim.broker import AuthOptions, BrokerSettings, Listener
+from mqim.auth import AuthOptions
+from mqim.broker import BrokerSettings, Listener
 from mqim.cluster import ClusterSettings
 from mqim.protocol import group_filter
 from mqim.server import ClusterServer

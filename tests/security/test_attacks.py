@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from mqim.acl import AclEngine, Action, Identity, MembershipIndex, is_valid_filter, parse_rule
-from mqim.broker import TOKEN_KEYS_FILENAME, Keyring, ensure_keyring, issue_token, save_keyring
-from mqim.broker._b64url import b64url_encode
+from mqim.auth import TOKEN_KEYS_FILENAME, Keyring, ensure_keyring, issue_token, save_keyring
+from mqim.auth._b64url import b64url_encode
 from mqim.server import EmbeddedServer
 from mqim.storage import AccountKind
 from tests.conftest import PASSWORD, Users
@@ -516,7 +516,7 @@ async def test_bad_tokens_are_refused(server: EmbeddedServer, users: Users, atta
     elif attack == "foreign-key":
         other = Keyring().rotated(now=now)
         assert keyring.signing_key is not None
-        from mqim.broker import TokenKey
+        from mqim.auth import TokenKey
 
         same_kid = Keyring(keys=[TokenKey(kid=keyring.signing_key.kid, secret=b"y" * 32, created=now)])
         token = issue_token(same_kid, subject=alice, audience="mqim", ttl_s=60, now=now)

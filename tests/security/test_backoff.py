@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mqim.broker._backoff import BackoffPolicy, LoginBackoff
+from mqim.auth._backoff import BackoffPolicy, LoginBackoff
 
 POLICY = BackoffPolicy(
     free_failures=2,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from mqim.broker import TOKEN_KEYS_FILENAME, load_keyring, verify_token
+from mqim.auth import TOKEN_KEYS_FILENAME, load_keyring, verify_token
 from mqim.cli import app
 from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage

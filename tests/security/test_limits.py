@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mqim.broker import KeyedBuckets, TokenBucket, ViolationWindow, address_key
+from mqim._util import KeyedBuckets, TokenBucket, ViolationWindow, address_key
 
 
 def test_bucket_starts_full_and_refuses_when_empty() -> None:

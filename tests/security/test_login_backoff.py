@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from mqim.broker import AuthenticationBusy, AuthOptions, StorageAuthenticator
-from mqim.broker._authenticator import ConnectRequest
-from mqim.broker._backoff import BackoffPolicy
-from mqim.broker._password_auth import PasswordCheckStats
+from mqim.auth import AuthenticationBusy, AuthOptions, StorageAuthenticator
+from mqim.auth._authenticator import ConnectRequest
+from mqim.auth._backoff import BackoffPolicy
+from mqim.auth._password_auth import PasswordCheckStats
 from mqim.server import EmbeddedServer
 from mqim.storage import SqliteStorage
 from tests.conftest import PASSWORD

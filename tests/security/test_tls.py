@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from mqim.broker import AuthOptions, CertUserField, Listener, certificate_user
+from mqim.auth import AuthOptions, CertUserField, certificate_user
+from mqim.broker import Listener
 from mqim.server import EmbeddedServer
 from tests.conftest import PASSWORD
 from tests.security.conftest import started

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from mqim.broker import (
+from mqim.auth import (
     InvalidToken,
     Keyring,
     KeyringError,
@@ -34,10 +34,10 @@ from mqim.broker import (
     unverified_claims,
     verify_token,
 )
-from mqim.broker._authenticator import ConnectRequest
-from mqim.broker._b64url import b64url_decode, b64url_encode
-from mqim.broker._token_auth import UNKNOWN_KID_RELOAD_INTERVAL_S
-from mqim.broker._tokens import MAX_TOKEN_CHARS
+from mqim.auth._authenticator import ConnectRequest
+from mqim.auth._b64url import b64url_decode, b64url_encode
+from mqim.auth._token_auth import UNKNOWN_KID_RELOAD_INTERVAL_S
+from mqim.auth._tokens import MAX_TOKEN_CHARS
 from mqim.cli import app
 from mqim.storage import SqliteStorage
 from tests.conftest import PASSWORD

@@ -34,9 +34,9 @@ from typing import Any
 import jwt
 from jwt.types import Options
 
-from mqim.broker._b64url import B64_ALPHABET, b64url_decode
-from mqim.broker._exceptions import InvalidToken, KeyringError
-from mqim.broker._keyring import Keyring
+from mqim.auth._b64url import B64_ALPHABET, b64url_decode
+from mqim.auth._exceptions import InvalidToken, KeyringError
+from mqim.auth._keyring import Keyring
 
 ALGORITHM = "HS256"
 """The only signing algorithm issued and accepted."""

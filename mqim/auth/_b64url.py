@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 
-from mqim.broker._exceptions import InvalidToken
+from mqim.auth._exceptions import InvalidToken
 
 B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 """The base64url characters (RFC 4648 section 5), without the padding `=`."""

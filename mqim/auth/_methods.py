@@ -28,18 +28,18 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from mqim.acl import Identity
-from mqim.broker._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
-from mqim.broker._backoff import BackoffPolicy
-from mqim.broker._cert_auth import CertificateAuthenticator, CertUserField
-from mqim.broker._keyring import KeyringFile
-from mqim.broker._password_auth import (
+from mqim.auth._authenticator import Authenticator, ConnectRequest, RefreshableAuthenticator
+from mqim.auth._backoff import BackoffPolicy
+from mqim.auth._cert_auth import CertificateAuthenticator, CertUserField
+from mqim.auth._keyring import KeyringFile
+from mqim.auth._password_auth import (
     DEFAULT_MAX_CONCURRENT_PASSWORD_CHECKS,
     DEFAULT_MAX_WAITING_PASSWORD_CHECKS,
     DEFAULT_PASSWORD_CHECK_WAIT_S,
     StorageAuthenticator,
 )
-from mqim.broker._token_auth import TokenAuthenticator
-from mqim.broker._tokens import DEFAULT_LEEWAY_S
+from mqim.auth._token_auth import TokenAuthenticator
+from mqim.auth._tokens import DEFAULT_LEEWAY_S
 from mqim.storage import Storage
 
 _M = TypeVar("_M")

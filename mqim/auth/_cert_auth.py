@@ -10,8 +10,8 @@ import logging
 from typing import Any, Literal
 
 from mqim.acl import Identity
-from mqim.broker._accounts import identity_kind
-from mqim.broker._authenticator import ConnectRequest
+from mqim.auth._accounts import identity_kind
+from mqim.auth._authenticator import ConnectRequest
 from mqim.protocol import is_valid_id
 from mqim.storage import Storage
 

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mqim.broker._b64url import b64url_decode, b64url_encode
-from mqim.broker._exceptions import InvalidToken, KeyringError
+from mqim.auth._b64url import b64url_decode, b64url_encode
+from mqim.auth._exceptions import InvalidToken, KeyringError
 
 log = logging.getLogger("mqim.broker.tokens")
 

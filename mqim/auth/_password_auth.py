@@ -8,7 +8,7 @@ attacker more than the server (issue 12):
   with at most `max_waiting_password_checks` waiting, else `AuthenticationBusy` is raised and
   the client gets CONNACK 3 (server unavailable). Never an unbounded queue;
 - backs off after repeated failures per address, per (account, address) and per account
-  (`LoginBackoff`, see `mqim.broker._backoff` for why an attacker cannot lock a real user out
+  (`LoginBackoff`, see `mqim.auth._backoff` for why an attacker cannot lock a real user out
   of a correct login from another address). While a key backs off, an attempt costs a table
   look-up and is refused at once (CONNACK 4), without hashing;
 - logs the first failure per source address and reason, then a periodic summary
@@ -24,13 +24,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
+from mqim._util import SummaryLog, address_key, host_of
 from mqim.acl import Identity
-from mqim.broker._accounts import identity_kind
-from mqim.broker._authenticator import ConnectRequest
-from mqim.broker._backoff import BackoffPolicy, LoginBackoff
-from mqim.broker._exceptions import AuthenticationBusy
-from mqim.broker._logsummary import SummaryLog, host_of
-from mqim.broker._ratelimit import address_key
+from mqim.auth._accounts import identity_kind
+from mqim.auth._authenticator import ConnectRequest
+from mqim.auth._backoff import BackoffPolicy, LoginBackoff
+from mqim.auth._exceptions import AuthenticationBusy
 from mqim.protocol import is_valid_id
 from mqim.storage import Storage
 

@@ -1,6 +1,6 @@
 """Abuse limits as pure state machines: violation windows and the keys of source addresses.
 
-The token buckets the broker fills (`TokenBucket`, `KeyedBuckets`) are `mqim._util`'s, shared
+The token buckets (`TokenBucket`, `KeyedBuckets`) live beside it in `mqim/_util/_buckets.py`, shared
 with the logic service.
 
 Nothing here reads a clock: every call takes `now` (seconds, monotonic), so the broker decides

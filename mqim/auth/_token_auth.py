@@ -15,13 +15,13 @@ import logging
 import time
 from collections.abc import Callable
 
+from mqim._util import SummaryLog, host_of
 from mqim.acl import Identity
-from mqim.broker._accounts import identity_kind
-from mqim.broker._authenticator import ConnectRequest
-from mqim.broker._exceptions import InvalidToken
-from mqim.broker._keyring import KeyringFile
-from mqim.broker._logsummary import SummaryLog, host_of
-from mqim.broker._tokens import DEFAULT_LEEWAY_S, TokenClaims, looks_like_token, verify_token
+from mqim.auth._accounts import identity_kind
+from mqim.auth._authenticator import ConnectRequest
+from mqim.auth._exceptions import InvalidToken
+from mqim.auth._keyring import KeyringFile
+from mqim.auth._tokens import DEFAULT_LEEWAY_S, TokenClaims, looks_like_token, verify_token
 from mqim.storage import Storage
 
 log = logging.getLogger("mqim.broker.auth")

@@ -18,8 +18,9 @@ from typing import Self
 import mqim
 from mqim.admin._endpoints import AdminEndpoints
 from mqim.admin._sources import BridgesView, ClusterView, LogicView, NodeParts, StorageProbe
+from mqim.admin._sys import SysPublisher
 from mqim.auth import CompositeAuthenticator, StorageAuthenticator
-from mqim.broker import MqimBroker, SysPublisher
+from mqim.broker import MqimBroker
 from mqim.web import HttpHandler, HttpServer, WebError, WebOptions, WebSite
 
 log = logging.getLogger("mqim.admin")

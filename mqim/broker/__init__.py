@@ -11,11 +11,9 @@ from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Delivery, Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared import SharedIndex, parse_shared
-from mqim.broker._sys import SYS_ROOT, SysPublisher
 from mqim.broker._traffic import TOPIC_CLASSES, Traffic
 
 __all__ = [
-    "SYS_ROOT",
     "TOPIC_CLASSES",
     "BrokerError",
     "BrokerSettings",
@@ -33,7 +31,6 @@ __all__ = [
     "Session",
     "SharedIndex",
     "SubscriptionIndex",
-    "SysPublisher",
     "Traffic",
     "group_of",
     "parse_shared",

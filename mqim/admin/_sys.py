@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mqim.broker._hub import Hub
+from mqim.broker import Hub
 
 log = logging.getLogger("mqim.broker.sys")
 

@@ -21,9 +21,10 @@ twice if every copy is recognised. This module holds the three pieces for that:
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Final
+
+from cachetools import FIFOCache
 
 from mqim.acl import Action, topic_matches
 from mqim.broker import Hub
@@ -33,11 +34,19 @@ SEEN_MAX: Final = 200_000
 
 
 class SeenIndex:
-    """Message id -> the local sessions that already queued it (bounded, oldest out first)."""
+    """Message id -> the local sessions that already queued it (bounded, oldest out first).
+
+    First in, first out (`cachetools.FIFOCache`): a message id is asked about while its copies
+    can still arrive, which is shortly after it was first queued, so a look-up does not keep it.
+
+    Raises:
+        ValueError: `limit` is below 1.
+    """
 
     def __init__(self, *, limit: int = SEEN_MAX) -> None:
-        self._by_mid: OrderedDict[str, set[str]] = OrderedDict()
-        self._limit = limit
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._by_mid: FIFOCache[str, set[str]] = FIFOCache(maxsize=limit)
 
     def __len__(self) -> int:
         return len(self._by_mid)
@@ -46,9 +55,7 @@ class SeenIndex:
         """Record that `client_id` queued `mid`."""
         holders = self._by_mid.get(mid)
         if holders is None:
-            holders = self._by_mid[mid] = set()
-            if len(self._by_mid) > self._limit:
-                self._by_mid.popitem(last=False)
+            holders = self._by_mid[mid] = set()  # the oldest id leaves when full
         holders.add(client_id)
 
     def has(self, mid: str, client_id: str) -> bool:

@@ -25,10 +25,14 @@ from mqim.logic import (
     LogicLimits,
     LogicService,
 )
-from mqim.server._compose import make_broker, start_embedded_logic
+from mqim.server._compose import (
+    attach_im_features,
+    make_broker,
+    run_im_tasks,
+    start_embedded_logic,
+    start_im_features,
+)
 from mqim.server._follower import CONTACT_EVENTS, GROUP_EVENTS, MembershipFollower, load_membership
-from mqim.server._presence import PresenceTracker
-from mqim.server._receipts import DeliveryReceipts
 from mqim.server._stamps import redis_stamp_source
 from mqim.storage import MongoStorage, RedisSessionStore
 
@@ -126,18 +130,13 @@ class ClusterServer:
                 data_dir=self.data_dir,
                 allow_anonymous=self.allow_anonymous,
             )
-            hub = broker.hub
-            hub.member_groups = self.membership.groups_of
-            self.membership.add_listener(hub.refresh_managed)
-            stack.callback(self.membership.remove_listener, hub.refresh_managed)
-            presence = PresenceTracker(hub=hub)
-            receipts = DeliveryReceipts(hub=hub, storage=self.storage)
-            hub.observers.extend((presence, receipts))
+            features = attach_im_features(
+                stack, hub=broker.hub, storage=self.storage, membership=self.membership
+            )
             self.link.attach(broker)
             # The link outlives the broker: the broker's last commit waits for its writer.
             await stack.enter_async_context(self.link)
             await stack.enter_async_context(broker)
-            presence.start()
             # Group changes made by the logic on any node, new direct contacts and `mqim group`
             # changes (the Redis stamp) reach every node's membership index.
             follower = MembershipFollower(
@@ -148,14 +147,11 @@ class ClusterServer:
                 stamp_source=redis_stamp_source(lambda: self.link.redis, prefix=self.cluster_settings.prefix),
                 cluster_contacts=True,
             )
-            await stack.enter_async_context(follower)
+            await start_im_features(stack, features, follower)
             self.link.subscribe_always(GROUP_EVENTS)
             self.link.subscribe_always(CONTACT_EVENTS)
             await stack.enter_async_context(self.link.running())
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            for name, job in (("mqim-receipts", receipts.run()), ("mqim-membership", follower.run())):
-                stack.callback(tasks.create_task(job, name=f"{name}:{self.node_id}").cancel)
-            stack.push_async_callback(receipts.flush)
+            tasks = await run_im_tasks(stack, features, follower, suffix=f":{self.node_id}")
             if self.embedded_logic:
                 await self._start_logic(stack, broker, tasks)
             self.observability = await stack.enter_async_context(

@@ -6,13 +6,17 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from mqim.acl import AclEngine, Identity, IdentityKind, MembershipIndex
 from mqim.auth import AuthOptions, build_authenticator
-from mqim.broker import BrokerSettings, Listener, MqimBroker
+from mqim.broker import BrokerSettings, Hub, Listener, MqimBroker
 from mqim.logic import InProcessBus, LogicLimits, LogicService
 from mqim.protocol import inbox_filter
+from mqim.server._follower import MembershipFollower
+from mqim.server._presence import PresenceTracker
+from mqim.server._receipts import DeliveryReceipts
 from mqim.storage import AccountKind, SessionStore, Storage
 
 log = logging.getLogger("mqim.server")
@@ -100,3 +104,48 @@ async def _drain(bus: InProcessBus) -> None:
             return
         await asyncio.sleep(0.01)
     log.warning("stopping with %d unprocessed requests", bus.pending)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ImFeatures:
+    """The IM features both servers run on the broker's events."""
+
+    presence: PresenceTracker
+    receipts: DeliveryReceipts
+
+
+def attach_im_features(
+    stack: contextlib.AsyncExitStack, *, hub: Hub, storage: Storage, membership: MembershipIndex
+) -> ImFeatures:
+    """Before the broker starts: memberships drive the server-managed group subscriptions, and
+    presence and receipts observe the sessions (so restored sessions are seen too)."""
+    hub.member_groups = membership.groups_of
+    membership.add_listener(hub.refresh_managed)
+    stack.callback(membership.remove_listener, hub.refresh_managed)
+    features = ImFeatures(
+        presence=PresenceTracker(hub=hub), receipts=DeliveryReceipts(hub=hub, storage=storage)
+    )
+    hub.observers.extend((features.presence, features.receipts))
+    return features
+
+
+async def start_im_features(
+    stack: contextlib.AsyncExitStack, features: ImFeatures, follower: MembershipFollower
+) -> None:
+    """After the broker started: presence of the restored sessions, then the follower."""
+    features.presence.start()
+    await stack.enter_async_context(follower)
+
+
+async def run_im_tasks(
+    stack: contextlib.AsyncExitStack, features: ImFeatures, follower: MembershipFollower, *, suffix: str = ""
+) -> asyncio.TaskGroup:
+    """Run the receipts and the follower in a task group owned by `stack`; returns the group.
+
+    On the way out the last delivered cursors are written before the tasks are cancelled.
+    """
+    tasks = await stack.enter_async_context(asyncio.TaskGroup())
+    for name, job in (("mqim-receipts", features.receipts.run()), ("mqim-membership", follower.run())):
+        stack.callback(tasks.create_task(job, name=f"{name}{suffix}").cancel)
+    stack.push_async_callback(features.receipts.flush)  # runs before the cancels above
+    return tasks

@@ -23,7 +23,13 @@ from mqim.logic import (
     LogicLimits,
     LogicService,
 )
-from mqim.server._compose import make_broker, start_embedded_logic
+from mqim.server._compose import (
+    attach_im_features,
+    make_broker,
+    run_im_tasks,
+    start_embedded_logic,
+    start_im_features,
+)
 from mqim.server._follower import STAMP_NAME, MembershipFollower, load_membership
 from mqim.server._presence import PresenceTracker
 from mqim.server._receipts import DeliveryReceipts
@@ -181,28 +187,19 @@ class EmbeddedServer:
         `mqim logic` workers, `mqim group` commands through the stamp file).
         """
         hub = broker.hub
-        hub.member_groups = self.membership.groups_of
-        self.membership.add_listener(hub.refresh_managed)
-        stack.callback(self.membership.remove_listener, hub.refresh_managed)
-        self.presence = PresenceTracker(hub=hub)
-        self.receipts = DeliveryReceipts(hub=hub, storage=self.storage)
-        hub.observers.extend((self.presence, self.receipts))
+        features = attach_im_features(stack, hub=hub, storage=self.storage, membership=self.membership)
+        self.presence, self.receipts = features.presence, features.receipts
         await stack.enter_async_context(broker)
         # Restored persistent sessions follow memberships changed while the broker was down.
         hub.refresh_managed({s.user for s in list(hub.sessions.values()) if s.user})
-        self.presence.start()
         follower = self.follower = MembershipFollower(
             storage=self.storage,
             index=self.membership,
             stamp=self.data_dir / STAMP_NAME,
             port=None if self.embedded_logic else broker,
         )
-        await stack.enter_async_context(follower)
-        tasks = await stack.enter_async_context(asyncio.TaskGroup())
-        for name, job in (("mqim-receipts", self.receipts.run()), ("mqim-membership", follower.run())):
-            stack.callback(tasks.create_task(job, name=name).cancel)
-        # Runs before the cancels above: the last delivered cursors are written.
-        stack.push_async_callback(self.receipts.flush)
+        await start_im_features(stack, features, follower)
+        await run_im_tasks(stack, features, follower)
 
     def port(self, listener: str | None = None) -> int:
         """The bound port of a listener."""

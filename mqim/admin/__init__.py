@@ -7,18 +7,13 @@ server's `/status` (for `mqim status`).
 """
 
 from mqim.admin._client import fetch_status
-from mqim.admin._collector import MqimCollector
-from mqim.admin._endpoints import PATHS, AdminEndpoints
 from mqim.admin._exceptions import AdminError
 from mqim.admin._node import AdminOptions, Observability, ObservabilityOptions, node_parts
 from mqim.admin._sources import NodeParts
 
 __all__ = [
-    "PATHS",
-    "AdminEndpoints",
     "AdminError",
     "AdminOptions",
-    "MqimCollector",
     "NodeParts",
     "Observability",
     "ObservabilityOptions",

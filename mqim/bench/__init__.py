@@ -27,20 +27,15 @@ from mqim.bench._loss import LossStats, SequenceChecker
 from mqim.bench._machine import MachineInfo, machine_info
 from mqim.bench._mqim_target import MqimTarget
 from mqim.bench._report import BenchReport, ScenarioResult, format_report
-from mqim.bench._runner import ALL, DEFAULT_BUDGET_S, DEFAULT_RATE, run, scenario_names
+from mqim.bench._runner import run, scenario_names
 from mqim.bench._target import Target
-from mqim.bench._targets import BUILTIN_TARGETS, make_target
-from mqim.bench.scenarios import SCENARIOS, BenchParams
+from mqim.bench._targets import make_target
+from mqim.bench.scenarios import BenchParams
 
 run_bench = run
 """Alias of `run`."""
 
 __all__ = [
-    "ALL",
-    "BUILTIN_TARGETS",
-    "DEFAULT_BUDGET_S",
-    "DEFAULT_RATE",
-    "SCENARIOS",
     "BenchError",
     "BenchParams",
     "BenchReport",

@@ -15,21 +15,16 @@ package holds the outbound side and the glue into the IM:
 - `_service`: `BridgeService`, runs everything in the embedded server.
 """
 
-from mqim._ports import BrokerPort, ConsumerCallback, Receipt
-from mqim._ports import BrokerPort as LocalPort  # the old name of BrokerPort, kept for now
 from mqim.bridge._config import (
     BRIDGES_FILENAME,
     MAX_BRIDGES,
     MAX_MAPPINGS,
     MAX_TOPICS_PER_BRIDGE,
-    OUTBOX_FILENAME,
     STATUS_FILENAME,
     BridgeConfig,
     BridgesFile,
     CommandRoute,
     ImMapping,
-    RemoteUrl,
-    dump_bridges,
     load_bridges,
     outbox_filename,
     parse_bridges,
@@ -43,16 +38,15 @@ from mqim.bridge._exceptions import (
     BridgeUnavailable,
     TopicRuleError,
 )
-from mqim.bridge._im import command_for, decode_payload, stable_message_id, uplink_for
-from mqim.bridge._loop import EchoGuard, payload_digest
+from mqim.bridge._im import command_for, stable_message_id, uplink_for
+from mqim.bridge._loop import EchoGuard
 from mqim.bridge._outbound import Barrier, OutboundBridge
-from mqim.bridge._outbox import Outbox, OutboxEntry
-from mqim.bridge._service import BridgeService, CommitterLike, committer_barrier
-from mqim.bridge._status import BridgeStats, read_status, write_status
+from mqim.bridge._outbox import Outbox
+from mqim.bridge._service import BridgeService, committer_barrier
+from mqim.bridge._status import BridgeStats, read_status
 from mqim.bridge._topics import (
     Direction,
     TopicRule,
-    check_topic_rule,
     cover_filters,
     format_topic_rule,
     local_filters,
@@ -68,7 +62,6 @@ __all__ = [
     "MAX_BRIDGES",
     "MAX_MAPPINGS",
     "MAX_TOPICS_PER_BRIDGE",
-    "OUTBOX_FILENAME",
     "STATUS_FILENAME",
     "Barrier",
     "BridgeConfig",
@@ -79,27 +72,17 @@ __all__ = [
     "BridgeStorageError",
     "BridgeUnavailable",
     "BridgesFile",
-    "BrokerPort",
     "CommandRoute",
-    "CommitterLike",
-    "ConsumerCallback",
     "Direction",
     "EchoGuard",
     "ImMapping",
-    "LocalPort",
     "OutboundBridge",
     "Outbox",
-    "OutboxEntry",
-    "Receipt",
-    "RemoteUrl",
     "TopicRule",
     "TopicRuleError",
-    "check_topic_rule",
     "command_for",
     "committer_barrier",
     "cover_filters",
-    "decode_payload",
-    "dump_bridges",
     "format_topic_rule",
     "load_bridges",
     "local_filters",
@@ -110,11 +93,9 @@ __all__ = [
     "parse_bridges",
     "parse_remote",
     "parse_topic_rule",
-    "payload_digest",
     "read_status",
     "save_bridges",
     "stable_message_id",
     "subscriptions",
     "uplink_for",
-    "write_status",
 ]

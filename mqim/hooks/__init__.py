@@ -11,7 +11,6 @@
 """
 
 from mqim.hooks._config import (
-    EVENT_NAMES,
     MAX_ENDPOINTS,
     OUTBOX_FILENAME,
     HookEndpoint,
@@ -19,48 +18,27 @@ from mqim.hooks._config import (
     HooksConfig,
 )
 from mqim.hooks._events import (
-    StoredMessage,
-    message_event,
-    presence_event,
-    preview_of,
     probe_event,
-    read_message,
 )
 from mqim.hooks._exceptions import HookConfigError, HookHttpError, HooksError, HookStorageError
-from mqim.hooks._http import HttpClient
-from mqim.hooks._outbox import HookOutbox, OutboxRow
-from mqim.hooks._sender import EndpointSender, EndpointStats, client_for, signed_headers
-from mqim.hooks._service import HookService, ListenerPort
+from mqim.hooks._outbox import HookOutbox
+from mqim.hooks._sender import EndpointStats, client_for, signed_headers
+from mqim.hooks._service import HookService
 from mqim.hooks._signing import (
     DELIVERY_HEADER,
     EVENT_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
-    sign,
-    signed_material,
     verify,
-)
-from mqim.hooks._trigger import (
-    DIRECT_FILTER,
-    GROUP_FILTER,
-    PRESENCE_FILTER,
-    HookTrigger,
-    MemberLookup,
-    OnlineView,
 )
 
 __all__ = [
     "DELIVERY_HEADER",
-    "DIRECT_FILTER",
     "EVENT_HEADER",
-    "EVENT_NAMES",
-    "GROUP_FILTER",
     "MAX_ENDPOINTS",
     "OUTBOX_FILENAME",
-    "PRESENCE_FILTER",
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
-    "EndpointSender",
     "EndpointStats",
     "HookConfigError",
     "HookEndpoint",
@@ -69,23 +47,10 @@ __all__ = [
     "HookOutbox",
     "HookService",
     "HookStorageError",
-    "HookTrigger",
     "HooksConfig",
     "HooksError",
-    "HttpClient",
-    "ListenerPort",
-    "MemberLookup",
-    "OnlineView",
-    "OutboxRow",
-    "StoredMessage",
     "client_for",
-    "message_event",
-    "presence_event",
-    "preview_of",
     "probe_event",
-    "read_message",
-    "sign",
     "signed_headers",
-    "signed_material",
     "verify",
 ]

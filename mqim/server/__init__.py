@@ -13,14 +13,12 @@ from mqim.server._exceptions import ServerError
 from mqim.server._follower import (
     STAMP_NAME,
     MembershipFollower,
-    StampSource,
     load_membership,
-    read_memberships,
     touch_membership_stamp,
 )
 from mqim.server._presence import PresenceTracker
 from mqim.server._receipts import DeliveryReceipts
-from mqim.server._stamps import membership_stamp_key, redis_stamp_source
+from mqim.server._stamps import membership_stamp_key
 from mqim.server._worker import LogicWorker
 
 __all__ = [
@@ -32,10 +30,7 @@ __all__ = [
     "MembershipFollower",
     "PresenceTracker",
     "ServerError",
-    "StampSource",
     "load_membership",
     "membership_stamp_key",
-    "read_memberships",
-    "redis_stamp_source",
     "touch_membership_stamp",
 ]

@@ -12,13 +12,10 @@ from mqim.web._http import (
     HttpRequest,
     HttpResponse,
     HttpServer,
-    error_response,
-    text_response,
 )
-from mqim.web._server import DEFAULT_ROOT, WebOptions, WebServer, WebSite
+from mqim.web._server import WebOptions, WebServer, WebSite
 
 __all__ = [
-    "DEFAULT_ROOT",
     "HttpHandler",
     "HttpRequest",
     "HttpResponse",
@@ -27,6 +24,4 @@ __all__ = [
     "WebOptions",
     "WebServer",
     "WebSite",
-    "error_response",
-    "text_response",
 ]

@@ -1,4 +1,4 @@
-"""The built-in rules: the v1 topic table of DESIGN.md section 2, per identity kind.
+"""The built-in rules: the v1 topic table (README, "Topics (v1)"), per identity kind.
 
 kind `user` (an IM user; `%u` is its user name):
 

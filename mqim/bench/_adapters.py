@@ -5,10 +5,11 @@ member i" into concrete MQTT for one kind of target:
 
 * `PlainAdapter` (Mosquitto, stock amqtt, an external broker): a plain topic relay. The payload is
   ``{"t": <monotonic_ns>, "n": <n>}``; the run id is part of every topic.
-* `ImAdapter` (mqim): the IM path of DESIGN.md section 2. Alice sends ``up/alice/msg`` requests,
-  the server stores them and delivers ``{"conv", "seq", "data": {...}}`` to bob's inbox or the
-  group topic. The timestamp, the number and the run id travel in ``data``, so messages left over
-  from an earlier run (bob's session is persistent) are recognised and ignored.
+* `ImAdapter` (mqim): the IM path (docs/architecture.md, "The wire contract"). Alice sends
+  ``up/alice/msg`` requests, the server stores them and delivers ``{"conv", "seq", "data":
+  {...}}`` to bob's inbox or the group topic. The timestamp, the number and the run id travel in
+  ``data``, so messages left over from an earlier run (bob's session is persistent) are
+  recognised and ignored.
 
 Both processes of a measurement rebuild the same adapter from its `AdapterSpec`.
 """

@@ -2,8 +2,8 @@
 
 From amqtt we keep the listener set-up (`_start_listeners`: TCP/WS, TLS contexts, bind parsing),
 its configuration model and its plugin manager (authentication plugins at CONNECT). We replace
-the per-connection protocol handler and the broadcast loop, where the defects listed in
-DESIGN.md section 5 live, with `MqttConnection` + `Hub`.
+the per-connection protocol handler and the broadcast loop, where amqtt's defects live (see
+docs/architecture.md, "Departures from DESIGN.md"), with `MqttConnection` + `Hub`.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
         authenticator: Decides who connects.
         acl: Decides what each identity may publish, subscribe and receive.
         session_store: Durable sessions and retained messages; None keeps them in memory.
-        auto_subscriptions: Server-managed subscriptions for an identity (DESIGN.md section 4).
+        auto_subscriptions: Server-managed subscriptions for an identity (docs/architecture.md,
+            "IM features").
         plugins: Extra amqtt plugins (dotted path -> options), loaded beside mqim's auth plugin.
         storage: Where ACL rules, roles and accounts live. With it the broker loads the stored
             rules and roles at start and polls for changes every `policy_poll_interval_s`

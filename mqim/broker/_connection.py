@@ -266,7 +266,7 @@ class MqttConnection(ConnectHandshake):
             if len(session.incoming_qos2) >= self.host.settings.max_inflight:
                 raise ProtocolViolation("too many unreleased QoS 2 publishes")
             session.note_incoming_qos2(pub.packet_id or 0)
-        # PUBACK means durably accepted (DESIGN.md section 4): consumers that must store the
+        # PUBACK means durably accepted (docs/architecture.md, "The broker"): consumers that must store the
         # message first (the logic service, a worker, a bridge outbox) take this hold.
         hold = Hold(waiter=self, counter=hub) if pub.qos else None
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain, hold=hold)

@@ -1,13 +1,13 @@
 """Holds: a publisher's PUBACK that waits until every consumer of its message has taken it durably.
 
 An uplink on `im/v1/up/...` is only "received" for its sender once the logic service has stored
-it (DESIGN.md section 4, "PUBACK means stored"). The connection that read the PUBLISH creates one
-`Hold` per QoS 1/2 publish and hands it to routing; every consumer that takes responsibility for
-the message (an in-process consumer such as the embedded logic service or an outbound bridge's
-outbox, or a logic worker's session that must acknowledge it after its commit) calls `take()`,
-and later exactly one of `settle()` (durable: the acknowledgement may go) or `fail()` (the
-consumer lost it: the publisher must send it again). The connection holds the PUBACK, and the
-acknowledgements queued behind it (MQTT-4.6.0-2), until the hold resolves.
+it (docs/architecture.md, "The broker": PUBACK means durably accepted). The connection that read
+the PUBLISH creates one `Hold` per QoS 1/2 publish and hands it to routing; every consumer that
+takes responsibility for the message (an in-process consumer such as the embedded logic service
+or an outbound bridge's outbox, or a logic worker's session that must acknowledge it after its
+commit) calls `take()`, and later exactly one of `settle()` (durable: the acknowledgement may
+go) or `fail()` (the consumer lost it: the publisher must send it again). The connection holds
+the PUBACK, and the acknowledgements queued behind it (MQTT-4.6.0-2), until the hold resolves.
 
 Pure and synchronous; the waiter is told on the event loop that settles the hold.
 """

@@ -1,4 +1,6 @@
-"""Receive scopes of the sessions' subscriptions: what each filter may deliver (DESIGN.md section 8).
+"""Receive scopes of the sessions' subscriptions: what each filter may deliver.
+
+See docs/architecture.md, "Security".
 
 A wildcard subscription delivers the filter intersected with what its identity may receive
 (`mqim.acl.compile_receive_scope`). The scope is compiled once per (session, filter): at

@@ -43,7 +43,7 @@ class BrokerSettings:
         keepalive_factor: A client silent for keepalive x this factor is dropped (MQTT-3.1.2-24).
         max_retained: Retained topics kept; new retained topics beyond it are refused and logged.
         max_qos: Highest QoS granted to a subscription.
-        auto_subscribe: Subscribe each user's session to its own inbox (DESIGN.md section 4).
+        auto_subscribe: Subscribe each user's session to its own inbox (docs/architecture.md, "IM features").
         max_payload_bytes: Largest PUBLISH payload accepted from a limited account; a bigger one
             is dropped and answered with a `too_large` error.
         publish_rate: Publishes per second per limited user, all its connections together

@@ -49,7 +49,7 @@ def grant_subscriptions(
             )
             codes.append(c.SUBACK_FAILURE)
             continue
-        # The filter intersected with what the identity may receive (DESIGN.md section 8); a
+        # The filter intersected with what the identity may receive (docs/architecture.md, "Security"); a
         # shared subscription is judged by its inner filter (`$share/{group}/{filter}`).
         scope = hub.scope_compiler.compile(identity, topic_filter)
         if scope.empty:

@@ -69,7 +69,7 @@ class Incoming:
 def lenient_validate(model: type[_M], data: dict[str, Any]) -> _M:
     """Validate `data` against a reply `model`, ignoring fields the model does not know.
 
-    Reply models forbid extra fields (the server must not invent names), but DESIGN.md allows the
+    Reply models forbid extra fields (the server must not invent names), but the wire contract allows the
     server to add fields later, so a client must keep working when it does.
 
     Raises:

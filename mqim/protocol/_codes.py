@@ -1,4 +1,4 @@
-"""Error codes sent in `error` payloads (DESIGN.md section 2)."""
+"""Error codes sent in `error` payloads (docs/architecture.md, "The wire contract")."""
 
 from __future__ import annotations
 

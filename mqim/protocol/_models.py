@@ -1,4 +1,4 @@
-"""Pydantic models of the v1 payloads (DESIGN.md section 2 and the README's topic table).
+"""Pydantic models of the v1 payloads (docs/architecture.md, "The wire contract"; the README's topics).
 
 Requests ignore unknown fields so that newer clients keep working; replies never rename a field.
 New fields are only ever added, optional, so an older client keeps parsing what it knew.

@@ -1,4 +1,4 @@
-"""Topic builders and parsers for the v1 topic table (DESIGN.md section 2).
+"""Topic builders and parsers for the v1 topic table (docs/architecture.md, "The wire contract").
 
 | topic                       | publisher      | subscriber          |
 |-----------------------------|----------------|---------------------|

@@ -26,7 +26,7 @@ DRAIN_TIMEOUT_S = 5.0
 
 
 def default_auto_subscriptions(identity: Identity) -> Iterable[tuple[str, int]]:
-    """A user's session is subscribed to its own inbox (DESIGN.md section 4)."""
+    """A user's session is subscribed to its own inbox (docs/architecture.md, "IM features")."""
     if identity.kind == "user" and identity.user:
         return [(inbox_filter(identity.user), 1)]
     return []

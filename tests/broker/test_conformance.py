@@ -1,7 +1,8 @@
-"""MQTT 3.1.1 conformance of the mqim broker, and one test per defect of stock amqtt 0.12.1.
+"""MQTT 3.1.1 conformance of the mqim broker, by behaviour and by the spec statement it keeps.
 
-Every test talks to a real server on a loopback port (raw sockets or paho). The numbered tests
-(`test_defect<N>_...`) follow the list in issue 3; each of them fails on stock amqtt.
+Every test talks to a real server on a loopback port (raw sockets or paho). The behaviours of the
+first sections are the ones stock amqtt 0.12.1 gets wrong (docs/architecture.md, "Departures from
+DESIGN.md"); tests/broker/test_statements.py goes through the normative statements one by one.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ async def receive_all(
     return got
 
 
-# == defect 1: routing through an index =========================================================
+# == routing through an index: a publish costs the levels of its topic, not the subscriptions ====
 
 
 class _Socket:
@@ -112,7 +113,7 @@ def _route_with_sessions(sessions: int) -> tuple[list[int], int]:
     return receivers, hub.index.last_visited
 
 
-def test_defect1_routing_visits_only_the_branches_of_the_topic() -> None:
+def test_routing_visits_only_the_branches_of_the_topic() -> None:
     small_receivers, small_cost = _route_with_sessions(10)
     large_receivers, large_cost = _route_with_sessions(5_000)
     assert small_receivers == large_receivers == [7]
@@ -122,7 +123,7 @@ def test_defect1_routing_visits_only_the_branches_of_the_topic() -> None:
 
 
 @pytest.mark.slow
-async def test_defect1_one_to_one_delivery_with_500_subscribed_sockets(
+async def test_one_to_one_delivery_with_500_subscribed_sockets(
     make_server: ServerFactory, connect_raw: RawFactory, topic: str
 ) -> None:
     # One test process is one source address and one anonymous publisher: rate limits off.
@@ -140,10 +141,10 @@ async def test_defect1_one_to_one_delivery_with_500_subscribed_sockets(
     await asyncio.gather(*(s.nothing(0.3) for s in subscribers[:20]))
 
 
-# == defect 2: keepalive ==========================================================================
+# == keepalive: a client silent for 1.5x its keepalive is dropped, its will published (MQTT-3.1.2-24)
 
 
-async def test_defect2_silent_client_is_dropped_and_its_will_published(raw: RawFactory, topic: str) -> None:
+async def test_silent_client_is_dropped_and_its_will_published(raw: RawFactory, topic: str) -> None:
     watcher = await raw(cid(topic, "watcher"))
     assert await watcher.subscribe(f"{topic}/will", 1) == 1
     silent = await raw(cid(topic, "silent"), keepalive=1, will=(f"{topic}/will", b"gone", 1, False))
@@ -153,7 +154,7 @@ async def test_defect2_silent_client_is_dropped_and_its_will_published(raw: RawF
     assert will[:3] == (f"{topic}/will", b"gone", 1)
 
 
-async def test_defect2_pinging_client_with_short_keepalive_stays_connected(
+async def test_pinging_client_with_short_keepalive_stays_connected(
     raw: RawFactory, topic: str
 ) -> None:
     client = await raw(cid(topic, "pinger"), keepalive=1)
@@ -164,11 +165,11 @@ async def test_defect2_pinging_client_with_short_keepalive_stays_connected(
     await client.publish(f"{topic}/alive", b"x", qos=1)
 
 
-# == defect 3: no 5 s give-up on unacknowledged deliveries ======================================
+# == unacknowledged deliveries are kept and resent with DUP on reconnect (MQTT-4.4.0-1) ==========
 
 
 @pytest.mark.slow
-async def test_defect3_unacked_qos1_is_kept_and_redelivered_with_dup(raw: RawFactory, topic: str) -> None:
+async def test_unacked_qos1_is_kept_and_redelivered_with_dup(raw: RawFactory, topic: str) -> None:
     client_id = cid(topic, "slow-reader")
     reader = await raw(client_id, clean=False)
     assert await reader.subscribe(f"{topic}/q", 1) == 1
@@ -199,7 +200,7 @@ async def test_defect3_unacked_qos1_is_kept_and_redelivered_with_dup(raw: RawFac
     await third.nothing(0.5)  # acknowledged now: never sent again
 
 
-async def test_defect3_inflight_at_disconnect_is_redelivered(raw: RawFactory, topic: str) -> None:
+async def test_inflight_at_disconnect_is_redelivered(raw: RawFactory, topic: str) -> None:
     client_id = cid(topic, "reader")
     reader = await raw(client_id, clean=False)
     await reader.subscribe(f"{topic}/q", 2)
@@ -215,13 +216,13 @@ async def test_defect3_inflight_at_disconnect_is_redelivered(raw: RawFactory, to
     assert (one.qos, two.qos) == (1, 2)
 
 
-# == defect 4: delivery QoS = min(publish, subscription) ========================================
+# == delivery QoS is min(publish, granted) (MQTT-3.8.4-6), overlapping filters deliver once (MQTT-3.3.5-1)
 
 
 @pytest.mark.parametrize(
     ("sub_qos", "pub_qos", "expected"), [(0, 1, 0), (2, 1, 1), (1, 2, 1), (2, 2, 2), (0, 2, 0)]
 )
-async def test_defect4_delivery_qos_is_the_minimum(
+async def test_delivery_qos_is_the_minimum(
     raw: RawFactory, topic: str, sub_qos: int, pub_qos: int, expected: int
 ) -> None:
     subscriber = await raw(cid(topic, "sub"))
@@ -231,7 +232,7 @@ async def test_defect4_delivery_qos_is_the_minimum(
     assert await receive_all(subscriber, 1) == [(f"{topic}/q", b"x", expected, False, False)]
 
 
-async def test_defect4_overlapping_subscriptions_deliver_once_at_max_qos(raw: RawFactory, topic: str) -> None:
+async def test_overlapping_subscriptions_deliver_once_at_max_qos(raw: RawFactory, topic: str) -> None:
     subscriber = await raw(cid(topic, "sub"))
     assert await subscriber.subscribe(f"{topic}/x/#", 0) == 0
     assert await subscriber.subscribe(f"{topic}/x/y", 1, pid=2) == 1
@@ -243,10 +244,10 @@ async def test_defect4_overlapping_subscriptions_deliver_once_at_max_qos(raw: Ra
     assert await receive_all(subscriber, 1) == [(f"{topic}/x/z", b"wide", 0, False, False)]
 
 
-# == defect 5: retained messages ================================================================
+# == retained messages: sent on a new subscription only (MQTT-3.3.1-6), replayed with retain 0 (MQTT-3.3.1-9)
 
 
-async def test_defect5_new_client_without_subscriptions_gets_no_retained(raw: RawFactory, topic: str) -> None:
+async def test_new_client_without_subscriptions_gets_no_retained(raw: RawFactory, topic: str) -> None:
     other = await raw(cid(topic, "other"))
     await other.subscribe(f"{topic}/r/#", 1)
     publisher = await raw(cid(topic, "pub"))
@@ -258,7 +259,7 @@ async def test_defect5_new_client_without_subscriptions_gets_no_retained(raw: Ra
     await other.nothing(0.1)
 
 
-async def test_defect5_retained_go_only_to_the_subscriber_for_its_new_filter(
+async def test_retained_go_only_to_the_subscriber_for_its_new_filter(
     raw: RawFactory, topic: str
 ) -> None:
     publisher = await raw(cid(topic, "pub"))
@@ -276,7 +277,7 @@ async def test_defect5_retained_go_only_to_the_subscriber_for_its_new_filter(
     await early.nothing(0.1)
 
 
-async def test_defect5_retained_on_a_topic_the_subscriber_may_not_receive_is_not_sent(
+async def test_retained_on_a_topic_the_subscriber_may_not_receive_is_not_sent(
     raw: RawFactory, topic: str
 ) -> None:
     publisher = await raw(cid(topic, "pub"))
@@ -289,7 +290,7 @@ async def test_defect5_retained_on_a_topic_the_subscriber_may_not_receive_is_not
     await subscriber.nothing(0.5)
 
 
-async def test_defect5_retained_im_message_not_sent_to_another_user(
+async def test_retained_im_message_not_sent_to_another_user(
     server: EmbeddedServer, users: Users
 ) -> None:
     alice, bob = await users.add("alice"), await users.add("bob")
@@ -307,7 +308,7 @@ async def test_defect5_retained_im_message_not_sent_to_another_user(
     assert (got.payload, got.retain) == (b'{"v":1}', True)
 
 
-async def test_defect5_queued_messages_replay_with_retain_0(raw: RawFactory, topic: str) -> None:
+async def test_queued_messages_replay_with_retain_0(raw: RawFactory, topic: str) -> None:
     client_id = cid(topic, "sub")
     subscriber = await raw(client_id, clean=False)
     await subscriber.subscribe(f"{topic}/q", 1)
@@ -320,13 +321,13 @@ async def test_defect5_queued_messages_replay_with_retain_0(raw: RawFactory, top
     assert await receive_all(again, 1) == [(f"{topic}/q", b"while-away", 1, False, False)]
 
 
-# == defect 6: invalid input closes the connection =============================================
+# == invalid input closes the connection (MQTT-4.8.0-1) ==========================================
 
 
 # `$` topics are valid names (acknowledged, see test_dollar_topics.py); these are not.
 @pytest.mark.parametrize("bad_topic", ["", "t/+", "t/#", "t/a+b"])
 @pytest.mark.parametrize("qos", [0, 1])
-async def test_defect6_publish_to_invalid_topic_closes_the_connection(
+async def test_publish_to_invalid_topic_closes_the_connection(
     raw: RawFactory, tserver: EmbeddedServer, topic: str, bad_topic: str, qos: int
 ) -> None:
     errors = broker_of(tserver).hub.counters.protocol_errors
@@ -344,7 +345,7 @@ async def test_defect6_publish_to_invalid_topic_closes_the_connection(
 
 
 @pytest.mark.parametrize("will_topic", ["t/#", "t/+/x", "$x/y", ""])
-async def test_defect6_invalid_will_topic_is_refused_at_connect(
+async def test_invalid_will_topic_is_refused_at_connect(
     raw: RawFactory, topic: str, will_topic: str
 ) -> None:
     conn = await raw()
@@ -356,7 +357,7 @@ async def test_defect6_invalid_will_topic_is_refused_at_connect(
     await raw(cid(topic, "next"))
 
 
-async def test_defect6_malformed_packet_after_connect_closes_only_that_connection(
+async def test_malformed_packet_after_connect_closes_only_that_connection(
     raw: RawFactory, topic: str
 ) -> None:
     bystander = await raw(cid(topic, "bystander"))
@@ -370,10 +371,10 @@ async def test_defect6_malformed_packet_after_connect_closes_only_that_connectio
     assert await receive_all(bystander, 1) == [(f"{topic}/x", b"still-up", 0, False, False)]
 
 
-# == defect 7: connection slots are released ===================================================
+# == connection slots are released whatever the CONNECT did ======================================
 
 
-async def test_defect7_broken_connects_do_not_leak_connection_slots(
+async def test_broken_connects_do_not_leak_connection_slots(
     connect_raw: RawFactory, make_server: ServerFactory, uid: Callable[[str], str]
 ) -> None:
     server = await make_server(max_connections=5)
@@ -447,10 +448,10 @@ async def test_defect7_broken_connects_do_not_leak_connection_slots(
         await eventually(lambda: broker.connection_count == 0)
 
 
-# == defect 8: durable, bounded session queues =================================================
+# == durable, bounded session queues (MQTT-3.1.2-4) ==============================================
 
 
-async def test_defect8_graceful_restart_keeps_offline_queue(
+async def test_graceful_restart_keeps_offline_queue(
     connect_raw: RawFactory, tmp_path: Path, topic: str
 ) -> None:
     data = tmp_path / "data"
@@ -488,7 +489,7 @@ async def test_defect8_graceful_restart_keeps_offline_queue(
         await fresh.nothing(0.3)
 
 
-async def test_defect8_in_flight_at_shutdown_is_delivered_after_restart(
+async def test_in_flight_at_shutdown_is_delivered_after_restart(
     tmp_path: Path, connect_raw: RawFactory, topic: str
 ) -> None:
     data = tmp_path / "data"
@@ -538,7 +539,7 @@ async def _start_serve(port: int, data: Path, log: Path) -> asyncio.subprocess.P
 
 
 @pytest.mark.slow
-async def test_defect8_kill_9_keeps_every_acknowledged_message(
+async def test_kill_9_keeps_every_acknowledged_message(
     connect_raw: RawFactory, tmp_path: Path, uid: Callable[[str], str]
 ) -> None:
     data = tmp_path / "data"
@@ -584,7 +585,7 @@ async def test_defect8_kill_9_keeps_every_acknowledged_message(
         await proc.wait()
 
 
-async def test_defect8_bounded_queue_keeps_newest_and_tells_the_user_to_sync(
+async def test_bounded_queue_keeps_newest_and_tells_the_user_to_sync(
     connect_raw: RawFactory, make_server: ServerFactory, uid: Callable[[str], str], topic: str
 ) -> None:
     server = await make_server(max_queue_messages=5)
@@ -611,7 +612,7 @@ async def test_defect8_bounded_queue_keeps_newest_and_tells_the_user_to_sync(
     assert events[0]["dropped"] >= 1  # how many had left when the notice was written
 
 
-async def test_defect8_session_expires(connect_raw: RawFactory, tmp_path: Path, topic: str) -> None:
+async def test_session_expires(connect_raw: RawFactory, tmp_path: Path, topic: str) -> None:
     data = tmp_path / "data"
     client_id = cid(topic, "sub")
     async with build_server(data, session_expiry_s=60) as server:
@@ -646,10 +647,10 @@ async def test_defect8_session_expires(connect_raw: RawFactory, tmp_path: Path, 
         await sub.close()
 
 
-# == defect 9: subscription ACL by subset ========================================================
+# == subscription ACL: a filter is granted only within a rule (subset) ===========================
 
 
-async def test_defect9_plus_rule_does_not_grant_hash(
+async def test_plus_rule_does_not_grant_hash(
     connect_raw: RawFactory, make_server: ServerFactory, topic: str
 ) -> None:
     # A `+` rule never delivers what `#` would: wider filters are granted as their intersection
@@ -671,7 +672,7 @@ async def test_defect9_plus_rule_does_not_grant_hash(
     await conn.close()
 
 
-# == limits named in issue 3 ======================================================================
+# == named limits ===============================================================================
 
 
 async def test_publish_over_max_packet_bytes_is_discarded_and_acknowledged(

@@ -21,7 +21,7 @@ import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
-from mqim._util import worth_logging
+from mqim._util import Deadlines, worth_logging
 from mqim.acl import AclEngine, Identity
 from mqim.auth._authenticator import Authenticator
 from mqim.broker._admission import Admission
@@ -86,6 +86,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
         self.hub = Hub(settings=settings, acl=acl, store=session_store, auto_subscriptions=auto_subscriptions)
         self._listener_specs = {spec.name: spec for spec in listeners}
         self._connections: set[MqttConnection] = set()
+        # CONNECT time-outs and keepalives by deadline: a sweep costs what is due (see _sweep).
+        self._deadlines: Deadlines[MqttConnection] = Deadlines()
         self._per_listener: dict[str, int] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -281,6 +283,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
     def connection_opened(self, conn: MqttConnection) -> bool:
         """Count a new socket; False when a limit is reached (its CONNECT gets CONNACK 3)."""
         self._connections.add(conn)
+        self._deadlines.set(conn, conn.opened_at + self.settings.connect_timeout_s)
         count = self._per_listener.get(conn.listener, 0) + 1
         self._per_listener[conn.listener] = count
         spec = self._listener_specs.get(self._names.get(conn.listener, conn.listener))
@@ -289,8 +292,16 @@ class MqimBroker(Broker):  # type: ignore[misc]
             return False
         return self.admission.connect_rate_ok(conn)
 
+    def connection_established(self, conn: MqttConnection) -> None:
+        """Watch the keepalive of an accepted connection instead of its CONNECT time-out."""
+        if conn.keepalive > 0:
+            self._deadlines.set(conn, conn.last_rx + conn.keepalive)
+        else:
+            self._deadlines.discard(conn)
+
     def connection_closed(self, conn: MqttConnection) -> None:
         """Release the slot of a socket, exactly once."""
+        self._deadlines.discard(conn)
         if conn in self._connections:
             self._connections.remove(conn)
             self._per_listener[conn.listener] -= 1
@@ -357,23 +368,38 @@ class MqimBroker(Broker):  # type: ignore[misc]
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL_S)
             now = time.monotonic()
-            timeout = self.settings.connect_timeout_s
-            for conn in list(self._connections):
-                if conn.state in (State.AWAIT_CONNECT, State.AUTHENTICATING):
-                    if now - conn.opened_at > timeout:
-                        conn.close("no CONNECT in time", abort=True)
-                elif (
-                    conn.state is State.CONNECTED
-                    and conn.keepalive > 0
-                    and now - conn.last_rx > conn.keepalive
-                ):
+            self.sweep_connections(now)
+            if now - last_expiry > 10:
+                last_expiry = now
+                self.hub.expire_sessions(time.time())
+
+    def sweep_connections(self, now: float) -> int:
+        """Close the connections whose CONNECT time-out or keepalive has expired at `now`.
+
+        Only connections whose deadline has come are looked at: one that received something
+        since gets its next deadline (its last packet plus its keepalive) and waits in the heap.
+        A connection without keepalive (0) leaves the heap once connected. Returns how many
+        connections were looked at.
+        """
+        due = self._deadlines.pop_due(now)
+        timeout = self.settings.connect_timeout_s
+        for conn in due:
+            if conn.state in (State.AWAIT_CONNECT, State.AUTHENTICATING):
+                limit = conn.opened_at + timeout
+                if now > limit:
+                    conn.close("no CONNECT in time", abort=True)
+                else:
+                    self._deadlines.set(conn, limit)
+            elif conn.state is State.CONNECTED and conn.keepalive > 0:
+                limit = conn.last_rx + conn.keepalive
+                if now > limit:
                     log.info(
                         "keepalive expired for %s", conn.session.client_id if conn.session else conn.peer
                     )
                     conn.close("keepalive expired", abort=True)
-            if now - last_expiry > 10:
-                last_expiry = now
-                self.hub.expire_sessions(time.time())
+                else:
+                    self._deadlines.set(conn, limit)
+        return len(due)
 
     # -- ConnectionHost (what MqttConnection asks) ---------------------------------------------
     async def authenticate(self, conn: MqttConnection, connect: Connect) -> Identity | None:

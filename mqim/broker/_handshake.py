@@ -188,6 +188,7 @@ class ConnectHandshake(ConnectionIO):
         self.identity = identity
         self.write(c.encode_connack(session_present=present, return_code=c.ACCEPTED))
         self.state = State.CONNECTED
+        self.host.connection_established(self)
         hub.auto_subscribe(session)
         hub.connected(session, self)
         if isinstance(self.transport, asyncio.ReadTransport):

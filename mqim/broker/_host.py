@@ -48,6 +48,10 @@ class ConnectionHost(Protocol[ConnT_contra]):
         """Count a new socket; False when a limit is reached (its CONNECT gets CONNACK 3)."""
         ...
 
+    def connection_established(self, conn: ConnT_contra) -> None:
+        """The CONNECT was accepted: from now on its keepalive (MQTT-3.1.2-24) is watched."""
+        ...
+
     def connection_closed(self, conn: ConnT_contra) -> None:
         """Release the slot of a socket; called exactly once per `connection_opened`."""
         ...

@@ -34,6 +34,7 @@ def test_the_contract_is_what_a_connection_calls() -> None:
         "admit_publish",
         "authenticate",
         "connection_closed",
+        "connection_established",
         "connection_opened",
         "dropped_sys_publish",
         "no_consumer",

@@ -11,7 +11,9 @@ import importlib
 import pytest
 
 FACES: dict[str, str] = {
-    "mqim._util": "KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key host_of worth_logging",
+    "mqim._util": (
+        "Deadlines KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key host_of worth_logging"
+    ),
     "mqim.acl": (
         "DEFAULT_DENY DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION INVALID_REQUEST "
         "MAX_CACHED_TOPIC_LENGTH MAX_SCOPE_OWNERS MAX_TOPIC_BYTES AclEngine AclError Action "

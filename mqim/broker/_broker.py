@@ -21,11 +21,11 @@ import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
-from mqim._util import Deadlines, worth_logging
+from mqim._util import worth_logging
 from mqim.acl import AclEngine, Identity
 from mqim.auth._authenticator import Authenticator
 from mqim.broker._admission import Admission
-from mqim.broker._connection import MqttConnection, State
+from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._host import ConnectionHost
@@ -38,6 +38,7 @@ from mqim.broker._proxy_gate import proxy_gate
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._tell import tell_error
+from mqim.broker._timers import ConnectionTimers
 from mqim.broker._wills import publish_will
 from mqim.broker._ws import serve_websocket, ws_limits
 from mqim.mqtt import Connect, Publish
@@ -86,8 +87,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
         self.hub = Hub(settings=settings, acl=acl, store=session_store, auto_subscriptions=auto_subscriptions)
         self._listener_specs = {spec.name: spec for spec in listeners}
         self._connections: set[MqttConnection] = set()
-        # CONNECT time-outs and keepalives by deadline: a sweep costs what is due (see _sweep).
-        self._deadlines: Deadlines[MqttConnection] = Deadlines()
+        self.timers = ConnectionTimers(settings=self.settings)
         self._per_listener: dict[str, int] = {}
         self._tasks: asyncio.TaskGroup | None = None
         self._background: list[asyncio.Task[None]] = []
@@ -283,7 +283,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
     def connection_opened(self, conn: MqttConnection) -> bool:
         """Count a new socket; False when a limit is reached (its CONNECT gets CONNACK 3)."""
         self._connections.add(conn)
-        self._deadlines.set(conn, conn.opened_at + self.settings.connect_timeout_s)
+        self.timers.opened(conn)
         count = self._per_listener.get(conn.listener, 0) + 1
         self._per_listener[conn.listener] = count
         spec = self._listener_specs.get(self._names.get(conn.listener, conn.listener))
@@ -294,14 +294,11 @@ class MqimBroker(Broker):  # type: ignore[misc]
 
     def connection_established(self, conn: MqttConnection) -> None:
         """Watch the keepalive of an accepted connection instead of its CONNECT time-out."""
-        if conn.keepalive > 0:
-            self._deadlines.set(conn, conn.last_rx + conn.keepalive)
-        else:
-            self._deadlines.discard(conn)
+        self.timers.established(conn)
 
     def connection_closed(self, conn: MqttConnection) -> None:
         """Release the slot of a socket, exactly once."""
-        self._deadlines.discard(conn)
+        self.timers.closed(conn)
         if conn in self._connections:
             self._connections.remove(conn)
             self._per_listener[conn.listener] -= 1
@@ -374,32 +371,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
                 self.hub.expire_sessions(time.time())
 
     def sweep_connections(self, now: float) -> int:
-        """Close the connections whose CONNECT time-out or keepalive has expired at `now`.
-
-        Only connections whose deadline has come are looked at: one that received something
-        since gets its next deadline (its last packet plus its keepalive) and waits in the heap.
-        A connection without keepalive (0) leaves the heap once connected. Returns how many
-        connections were looked at.
-        """
-        due = self._deadlines.pop_due(now)
-        timeout = self.settings.connect_timeout_s
-        for conn in due:
-            if conn.state in (State.AWAIT_CONNECT, State.AUTHENTICATING):
-                limit = conn.opened_at + timeout
-                if now > limit:
-                    conn.close("no CONNECT in time", abort=True)
-                else:
-                    self._deadlines.set(conn, limit)
-            elif conn.state is State.CONNECTED and conn.keepalive > 0:
-                limit = conn.last_rx + conn.keepalive
-                if now > limit:
-                    log.info(
-                        "keepalive expired for %s", conn.session.client_id if conn.session else conn.peer
-                    )
-                    conn.close("keepalive expired", abort=True)
-                else:
-                    self._deadlines.set(conn, limit)
-        return len(due)
+        """Close what expired at `now`; how many connections were looked at (`ConnectionTimers`)."""
+        return self.timers.sweep(now)
 
     # -- ConnectionHost (what MqttConnection asks) ---------------------------------------------
     async def authenticate(self, conn: MqttConnection, connect: Connect) -> Identity | None:

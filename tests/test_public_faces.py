@@ -12,7 +12,8 @@ import pytest
 
 FACES: dict[str, str] = {
     "mqim._util": (
-        "Deadlines KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key host_of worth_logging"
+        "Deadlines KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key host_of "
+        "raise_if_cancelling worth_logging"
     ),
     "mqim.acl": (
         "DEFAULT_DENY DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION INVALID_REQUEST "
@@ -55,8 +56,8 @@ FACES: dict[str, str] = {
     ),
     "mqim.broker": (
         "TOPIC_CLASSES BrokerError BrokerSettings ClusterPort ConfigError Counters Delivery Hub "
-        "HubObserver Listener MalformedPacket MqimAuthPlugin MqimBroker ProtocolViolation "
-        "Session SharedIndex SubscriptionIndex Traffic group_of parse_shared"
+        "HubObserver Listener MalformedPacket MembershipView MqimAuthPlugin MqimBroker "
+        "ProtocolViolation Session SharedIndex SubscriptionIndex Traffic group_of parse_shared"
     ),
     "mqim.cli": (
         "AuthConfig BrokerUrl CliError ClusterConfig ConfigError LimitsConfig LogConfig "

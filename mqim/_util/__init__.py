@@ -5,6 +5,7 @@ The bottom layer: it imports nothing from mqim.
 """
 
 from mqim._util._buckets import KeyedBuckets, TokenBucket
+from mqim._util._cancel import raise_if_cancelling
 from mqim._util._deadlines import Deadlines
 from mqim._util._logsummary import SummaryLog, host_of
 from mqim._util._ratelimit import ViolationWindow, address_key
@@ -18,5 +19,6 @@ __all__ = [
     "ViolationWindow",
     "address_key",
     "host_of",
+    "raise_if_cancelling",
     "worth_logging",
 ]

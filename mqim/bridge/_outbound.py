@@ -49,11 +49,12 @@ from typing import Final, Self
 import aiomqtt
 
 from mqim._ports import BrokerPort, Receipt
+from mqim._util import raise_if_cancelling
 from mqim.bridge._config import BridgeConfig
 from mqim.bridge._exceptions import BridgeConfigError, BridgeStorageError, BridgeUnavailable
 from mqim.bridge._loop import EchoGuard
 from mqim.bridge._outbox import Outbox
-from mqim.bridge._remote import CONNECT_TIMEOUT_S, SEND_WINDOW, new_client, raise_if_cancelling, refused
+from mqim.bridge._remote import CONNECT_TIMEOUT_S, SEND_WINDOW, new_client, refused
 from mqim.bridge._status import BridgeStats
 from mqim.bridge._topics import (
     TopicRule,

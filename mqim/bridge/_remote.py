@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import ssl
 from typing import Final
 
@@ -44,11 +43,3 @@ def new_client(config: BridgeConfig, *, tls: ssl.SSLContext | None) -> aiomqtt.C
 def refused(granted: tuple[int, ...] | list[ReasonCode]) -> bool:
     """Whether a SUBACK's grants refuse any subscription (a code of 0x80 or above)."""
     return any((code.value if isinstance(code, ReasonCode) else code) >= 0x80 for code in granted)
-
-
-def raise_if_cancelling() -> None:
-    """Raise `CancelledError` if the current task is being cancelled."""
-    # aiomqtt's wait_for (Python 3.11) can swallow a cancellation; the request stays visible.
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

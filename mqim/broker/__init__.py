@@ -1,12 +1,13 @@
 """The mqim broker: amqtt's `Broker` with mqim's connection handling, routing and durable sessions."""
 
 from mqim.broker._broker import MqimBroker
+from mqim.broker._counting import Counters
 from mqim.broker._exceptions import BrokerError, ConfigError, MalformedPacket, ProtocolViolation
-from mqim.broker._hub import Counters, Hub, HubObserver
+from mqim.broker._hub import Hub, HubObserver
 from mqim.broker._listener import Listener
 from mqim.broker._managed import group_of
 from mqim.broker._plugins import MqimAuthPlugin
-from mqim.broker._ports import ClusterPort
+from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Delivery, Session
 from mqim.broker._settings import BrokerSettings
@@ -25,6 +26,7 @@ __all__ = [
     "HubObserver",
     "Listener",
     "MalformedPacket",
+    "MembershipView",
     "MqimAuthPlugin",
     "MqimBroker",
     "ProtocolViolation",

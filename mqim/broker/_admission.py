@@ -76,7 +76,7 @@ class Admission:
         host = str(peer[0]) if isinstance(peer, tuple) and peer else conn.peer
         if buckets.take(address_key(host), time.monotonic()):
             return True
-        count_event(self.hub, "connect_rate_refused")
+        count_event(self.hub.counters, "connect_rate_refused")
         _rate_refusals.note(host, "connect rate", "connect rate of %s exceeded: CONNACK 3", host)
         return False
 
@@ -101,7 +101,7 @@ class Admission:
             if existing is not None and existing.conn in conns:
                 count -= 1  # a takeover replaces that connection
             if count >= limit:
-                count_event(self.hub, "connections_per_user_refused")
+                count_event(self.hub.counters, "connections_per_user_refused")
                 return codec.REFUSED_NOT_AUTHORIZED, f"user {user!r} already has {count} connections"
         conns.add(conn)
         self._user_conns[user] = conns
@@ -125,7 +125,7 @@ class Admission:
         for conn in conns:
             conn.close(reason, abort=True)
         if conns:
-            count_event(self.hub, "kicked", len(conns))
+            count_event(self.hub.counters, "kicked", len(conns))
             log.info("closed %d connection(s) of %r: %s", len(conns), user, reason)
         return len(conns)
 
@@ -150,12 +150,12 @@ class Admission:
         if identity.kind not in settings.limit_exempt_kinds:
             buckets = self._publish_buckets
             if buckets is not None and not buckets.take(identity.user or conn.peer, time.monotonic()):
-                count_event(self.hub, "rate_limited")
+                count_event(self.hub.counters, "rate_limited")
                 rate, burst = settings.publish_rate, settings.publish_burst
                 message = f"publish rate limit reached ({rate:g}/s, burst {burst})"
                 return self._refuse_publish(conn, identity, pub, ErrorCode.RATE_LIMITED, message)
             if len(pub.payload) > settings.max_payload_bytes:
-                count_event(self.hub, "too_large")
+                count_event(self.hub.counters, "too_large")
                 message = f"payload of {len(pub.payload)} bytes exceeds {settings.max_payload_bytes}"
                 return self._refuse_publish(conn, identity, pub, ErrorCode.TOO_LARGE, message)
         if self.hub.acl.allowed(identity, Action.PUBLISH, pub.topic):
@@ -176,7 +176,7 @@ class Admission:
                 window_s=max(self.settings.violation_window_s, 0.001),
             )
         if window.record(time.monotonic()):
-            count_event(self.hub, "abuse_disconnects")
+            count_event(self.hub.counters, "abuse_disconnects")
             log.warning(
                 "closing %s of %r: %d refused publishes within %.0fs (last: %s)",
                 conn.peer,

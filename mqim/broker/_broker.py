@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from functools import partial
 from types import TracebackType
 from typing import Any, Self
@@ -22,7 +22,7 @@ from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
 from mqim._util import worth_logging
-from mqim.acl import AclEngine, Identity
+from mqim.acl import AclEngine, Identity, IdentityKind
 from mqim.auth._authenticator import Authenticator
 from mqim.broker._admission import Admission
 from mqim.broker._connection import MqttConnection
@@ -34,6 +34,7 @@ from mqim.broker._listener import Listener
 from mqim.broker._live_policy import LivePolicy
 from mqim.broker._notices import BridgeStatus, bridge_notice_name
 from mqim.broker._plugins import ask_auth_plugins
+from mqim.broker._ports import MembershipView
 from mqim.broker._proxy_gate import proxy_gate
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
@@ -65,6 +66,8 @@ class MqimBroker(Broker):  # type: ignore[misc]
         storage: Where ACL rules, roles and accounts live. With it the broker loads the stored
             rules and roles at start and polls for changes every `policy_poll_interval_s`
             (see `reload_policy`); None keeps only the rules `acl` was built with.
+        membership: The groups of each user, for the server-managed group subscriptions.
+        restored_kinds: Kinds of the non-user accounts by id, for restored sessions.
     """
 
     def __init__(
@@ -78,13 +81,22 @@ class MqimBroker(Broker):  # type: ignore[misc]
         auto_subscriptions: Callable[[Identity], Iterable[tuple[str, int]]] | None = None,
         plugins: dict[str, dict[str, Any]] | None = None,
         storage: Storage | None = None,
+        membership: MembershipView | None = None,
+        restored_kinds: Mapping[str, IdentityKind] | None = None,
     ) -> None:
         if not listeners:
             raise ConfigError("at least one listener is required")
         self.settings = settings
         self.authenticator = authenticator
         self.session_store = session_store
-        self.hub = Hub(settings=settings, acl=acl, store=session_store, auto_subscriptions=auto_subscriptions)
+        self.hub = Hub(
+            settings=settings,
+            acl=acl,
+            store=session_store,
+            auto_subscriptions=auto_subscriptions,
+            membership=membership,
+            restored_kinds=restored_kinds,
+        )
         self._listener_specs = {spec.name: spec for spec in listeners}
         self._connections: set[MqttConnection] = set()
         self.timers = ConnectionTimers(settings=self.settings)
@@ -323,7 +335,7 @@ class MqimBroker(Broker):  # type: ignore[misc]
 
     # -- security: limits, live policy, kicks (Admission, LivePolicy) -------------------------
     def _count(self, name: str, n: int = 1) -> None:
-        count_event(self.hub, name, n)
+        count_event(self.hub.counters, name, n)
 
     def admit_connection(self, conn: MqttConnection, identity: Identity) -> tuple[int, str] | None:
         """Called once authentication succeeded: None admits, else (CONNACK code, reason).

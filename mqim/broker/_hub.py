@@ -17,17 +17,17 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Callable, Collection, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
 from mqim.acl import AclEngine, Identity, IdentityKind, ReceiveScope
 from mqim.broker._committer import Committer
+from mqim.broker._counting import Counters
 from mqim.broker._fanout import ConsumerCallback as ConsumerCallback  # re-exported for the broker
 from mqim.broker._fanout import Fanout, Reader
 from mqim.broker._holds import Hold
 from mqim.broker._managed import ManagedSubscriptions
-from mqim.broker._ports import ClusterPort
+from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._scopes import (
@@ -58,25 +58,6 @@ class HubObserver(Protocol):
     def delivered(self, session: Session, topic: str, payload: bytes) -> None: ...
 
 
-@dataclass(slots=True)
-class Counters:
-    """Monotonic counters exposed by `mqim status` and the metrics endpoint."""
-
-    published: int = 0
-    delivered: int = 0
-    acl_denied_publish: int = 0
-    acl_denied_receive: int = 0
-    acl_denied_subscribe: int = 0
-    dropped_qos0: int = 0
-    evicted: int = 0
-    protocol_errors: int = 0
-    connections_refused: int = 0
-    retained_refused: int = 0
-    refused_full: int = 0
-    oversize_discarded: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
-
-
 class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
     """Sessions and routing of one broker node.
 
@@ -85,6 +66,12 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         acl: The ACL engine (cached, synchronous decisions).
         store: Durable session state; None keeps everything in memory (tests of the hub only).
         auto_subscriptions: Filters (with QoS) a user's session is subscribed to by the server.
+        membership: The groups of each user: with it, each user session is subscribed to
+            `im/v1/g/{group}/#` of its groups and loses (with the queued messages) those of
+            groups it left (docs/architecture.md, "IM features").
+        restored_kinds: Account kinds of the non-user accounts (bridge, service) by id: the
+            session store keeps only the user name, and a restored bridge session must keep
+            receiving its namespace while it is away.
     """
 
     def __init__(
@@ -94,6 +81,8 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         acl: AclEngine,
         store: SessionStore | None,
         auto_subscriptions: Callable[[Identity], Iterable[tuple[str, int]]] | None = None,
+        membership: MembershipView | None = None,
+        restored_kinds: Mapping[str, IdentityKind] | None = None,
     ) -> None:
         self.settings = settings
         self.acl = acl
@@ -103,7 +92,7 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         self.index = SharedIndex()
         self.index.connected = self._is_connected
         self.index.admits = self._share_admits
-        # Receive scopes (DESIGN.md section 8): compiled with the engine's rules and membership;
+        # Receive scopes (docs/architecture.md, "Security"): compiled with the engine's rules and membership;
         # a membership change recompiles the dynamic scopes of the users it names.
         self.scope_compiler = ScopeCompiler(acl=acl)
         self._unwatch = self.scope_compiler.watch(self._membership_changed)
@@ -121,16 +110,14 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         self.observers: list[HubObserver] = []
         self.auto_subscriptions = auto_subscriptions
         self.committer = Committer(store=store)
-        # Account kinds of non-user accounts (bridge, service), set before `restore` by the server:
-        # the session store keeps only the user name, and a restored bridge session must keep
-        # receiving its namespace while it is away.
-        self.restored_kinds: dict[str, IdentityKind] = {}
-        # The groups a user belongs to, set by the server that owns the membership index: with
-        # it, each user session is subscribed to `im/v1/g/{group}/#` of its groups and loses
-        # (with the queued messages) those of groups it left (DESIGN.md section 4).
-        self.member_groups: Callable[[str], Collection[str]] | None = None
+        self.restored_kinds: Mapping[str, IdentityKind] = dict(restored_kinds or {})
+        self.membership = membership
         # Cluster mode: the other nodes (forwarding, client-id claims, route and share reports).
         self._cluster: ClusterPort | None = None
+
+    def add_observer(self, observer: HubObserver) -> None:
+        """Tell `observer` of session connects, disconnects and acknowledged deliveries."""
+        self.observers.append(observer)
 
     # -- loading -------------------------------------------------------------------------------
     def restore(self, sessions: list[StoredSession], retained: list[RetainedRecord]) -> None:

@@ -55,7 +55,7 @@ class LivePolicy:
         self._policy = PolicySource(storage=storage) if storage is not None else None
         self._policy_lock = asyncio.Lock()
         self._roles: dict[str, frozenset[str]] = {}
-        hub.observers.append(_SubscriptionGuard(self))
+        hub.add_observer(_SubscriptionGuard(self))
 
     @property
     def polled(self) -> bool:
@@ -147,7 +147,7 @@ class LivePolicy:
         for topic_filter in denied:
             log.info("subscription %r of %s removed: no longer allowed", topic_filter, session.client_id)
         if denied:
-            count_event(self.hub, "subscriptions_revoked", len(denied))
+            count_event(self.hub.counters, "subscriptions_revoked", len(denied))
         return len(denied)
 
     async def watch(self) -> None:

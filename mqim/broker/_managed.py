@@ -1,4 +1,5 @@
-"""Server-managed subscriptions: every user session's inbox and groups (DESIGN.md section 4),
+"""Server-managed subscriptions: every user session's inbox and groups (docs/architecture.md,
+"IM features"),
 what a revoked right or a left group takes out of a session (with its queued messages), and the
 overflow notice a user gets on its inbox.
 """
@@ -13,13 +14,12 @@ from typing import TYPE_CHECKING
 
 from mqim.acl import Identity, ReceiveScope, filter_is_subset, topic_matches
 from mqim.broker._committer import Committer
+from mqim.broker._counting import Counters
+from mqim.broker._ports import MembershipView
 from mqim.broker._scopes import ScopeCompiler, any_allows, recompile, users_sessions
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.protocol import PREFIX, InboxKind, group_filter, inbox_topic
-
-if TYPE_CHECKING:
-    from mqim.broker._hub import Counters
 
 log = logging.getLogger("mqim.broker")
 
@@ -44,7 +44,7 @@ class ManagedSubscriptions:
     committer: Committer
     counters: Counters
     auto_subscriptions: Callable[[Identity], Iterable[tuple[str, int]]] | None
-    member_groups: Callable[[str], Collection[str]] | None
+    membership: MembershipView | None
 
     if TYPE_CHECKING:
 
@@ -57,7 +57,7 @@ class ManagedSubscriptions:
         def encode_topic(self, topic: str) -> bytes: ...
 
     def auto_subscribe(self, session: Session) -> None:
-        """Apply server-managed subscriptions (DESIGN.md section 4).
+        """Apply server-managed subscriptions (docs/architecture.md, "IM features").
 
         Also drops the group subscriptions of groups the user left while this session was away
         (or the broker was down), with their queued messages, before anything is resent.
@@ -75,9 +75,9 @@ class ManagedSubscriptions:
         wanted: dict[str, int] = {}
         if self.auto_subscriptions is not None:
             wanted.update(self.auto_subscriptions(identity))
-        if self.member_groups is not None and identity.kind == "user" and identity.user:
+        if self.membership is not None and identity.kind == "user" and identity.user:
             qos = min(1, self.settings.max_qos)
-            for group in self.member_groups(identity.user):
+            for group in self.membership.groups_of(identity.user):
                 wanted.setdefault(group_filter(group), qos)
         return wanted
 
@@ -86,7 +86,7 @@ class ManagedSubscriptions:
             if session.subscriptions.get(topic_filter) != qos:
                 self.subscribe(session, topic_filter, qos)
         identity = session.identity
-        if self.member_groups is None or identity is None or identity.kind != "user":
+        if self.membership is None or identity is None or identity.kind != "user":
             return
         keep = {group for f in wanted if (group := group_of(f)) is not None}
         stale = {group for f in session.subscriptions if (group := group_of(f)) is not None} - keep
@@ -101,7 +101,7 @@ class ManagedSubscriptions:
         it made in that group, and every queued message of the group (see `revoke`). The
         embedded server registers this as a listener of its `MembershipIndex`.
         """
-        if not users or (self.auto_subscriptions is None and self.member_groups is None):
+        if not users or (self.auto_subscriptions is None and self.membership is None):
             return
         affected = set(users)
         wanted_by_user: dict[str, dict[str, int]] = {}

@@ -1,13 +1,26 @@
-"""The ports the broker declares for what plugs into it from outside (DESIGN.md: `cluster/` plugs
-into `broker/` through Protocols the broker owns).
+"""The ports the broker declares for what plugs into it from outside (docs/architecture.md,
+"Packages and import direction": what plugs in does so through Protocols the broker owns).
 
+`MembershipView` is the groups of a user, for the server-managed group subscriptions.
 `ClusterPort` is what a cluster link does for one node's `Hub`; the hub takes it through
 `Hub.attach_cluster` and calls nothing else of the cluster. The broker knows nothing of Redis.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Protocol
+
+
+class MembershipView(Protocol):
+    """The groups of a user, as the hub's server-managed subscriptions need them.
+
+    `mqim.acl.MembershipIndex` implements it; the server that owns the index keeps it current.
+    """
+
+    def groups_of(self, user: str) -> Collection[str]:
+        """The groups `user` belongs to (empty for none)."""
+        ...
 
 
 class ClusterPort(Protocol):

@@ -32,7 +32,7 @@ def publish_will(conn: MqttConnection, *, hub: Hub, bridges: BridgeStatus) -> No
             bridges.record(notice, payload, session.client_id)
         return
     if topic == "$SYS" or topic.startswith("$SYS/"):
-        count_event(hub, "sys_publish_dropped")  # the server's own topics: never from a client
+        count_event(hub.counters, "sys_publish_dropped")  # the server's own topics: never from a client
         return
     if retain:
         hub.retain(topic, payload, qos)

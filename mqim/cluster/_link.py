@@ -91,7 +91,7 @@ class ClusterLink(Registry):
         self._broker = broker
         hub = broker.hub
         hub.attach_cluster(self)
-        hub.observers.append(self)
+        hub.add_observer(self)
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def __aenter__(self) -> Self:

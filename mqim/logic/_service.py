@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from mqim._util import worth_logging
+from mqim._util import raise_if_cancelling, worth_logging
 from mqim.acl import MembershipIndex
 from mqim.logic._bus import Bus, Inbound
 from mqim.logic._exceptions import BusClosed, BusError
@@ -22,7 +22,6 @@ from mqim.logic._replies import Outbound, error_reply
 from mqim.logic._requests import Handler, Uplink
 from mqim.logic._send import SendHandler
 from mqim.logic._sync import HistoryHandler, SyncHandler
-from mqim.logic._tasks import raise_if_cancelling
 from mqim.logic._typing_indicator import TypingHandler
 from mqim.logic._users import UserDirectory
 from mqim.logic._validate import extract_ref, unsupported_kind_message

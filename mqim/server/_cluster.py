@@ -129,6 +129,7 @@ class ClusterServer:
                 auth=self.auth,
                 data_dir=self.data_dir,
                 allow_anonymous=self.allow_anonymous,
+                membership=self.membership,
             )
             features = attach_im_features(
                 stack, hub=broker.hub, storage=self.storage, membership=self.membership

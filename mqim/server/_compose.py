@@ -56,6 +56,7 @@ async def make_broker(
     auth: AuthOptions,
     data_dir: Path,
     allow_anonymous: bool,
+    membership: MembershipIndex,
 ) -> MqimBroker:
     """The broker of a server composition (not started)."""
     broker = MqimBroker(
@@ -68,8 +69,9 @@ async def make_broker(
         session_store=session_store,
         auto_subscriptions=default_auto_subscriptions,
         storage=storage,  # stored ACL rules, roles, disabled accounts (polled)
+        membership=membership,  # the server-managed g/{group}/# subscriptions
+        restored_kinds=await account_kinds(storage),
     )
-    broker.hub.restored_kinds = await account_kinds(storage)
     return broker
 
 
@@ -119,13 +121,13 @@ def attach_im_features(
 ) -> ImFeatures:
     """Before the broker starts: memberships drive the server-managed group subscriptions, and
     presence and receipts observe the sessions (so restored sessions are seen too)."""
-    hub.member_groups = membership.groups_of
     membership.add_listener(hub.refresh_managed)
     stack.callback(membership.remove_listener, hub.refresh_managed)
     features = ImFeatures(
         presence=PresenceTracker(hub=hub), receipts=DeliveryReceipts(hub=hub, storage=storage)
     )
-    hub.observers.extend((features.presence, features.receipts))
+    hub.add_observer(features.presence)
+    hub.add_observer(features.receipts)
     return features
 
 

@@ -115,6 +115,7 @@ class EmbeddedServer:
                 auth=self.auth,
                 data_dir=self.data_dir,
                 allow_anonymous=self.allow_anonymous,
+                membership=self.membership,
             )
             await self._start_features(stack, self.broker)
             if self.hooks_config is not None and self.hooks_config.endpoints and self.presence is not None:

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mqim._ports import BrokerPort
-from mqim._util import worth_logging
+from mqim._util import raise_if_cancelling, worth_logging
 from mqim.acl import MembershipIndex
 from mqim.protocol import PREFIX, InvalidId, is_valid_id, parse_conv
 from mqim.storage import Storage, StorageError
@@ -267,6 +267,7 @@ class MembershipFollower:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            raise_if_cancelling()
             self._wake.clear()
             self._send_announcements()
             stamp = self._stamp_time()
@@ -275,6 +276,8 @@ class MembershipFollower:
                 self._full = True
             if self._source is not None:
                 seen = await self._source()
+                # A Redis client may drop a cancellation that arrives as its read completes.
+                raise_if_cancelling()
                 if seen is not None and seen != self._source_seen:
                     self._source_seen = seen
                     self._full = True
@@ -282,6 +285,7 @@ class MembershipFollower:
                 await self.catch_up()
             except StorageError:
                 _log.exception("re-reading memberships failed; retrying in %.1f s", self._poll_s)
+            raise_if_cancelling()
 
     async def catch_up(self) -> None:
         """Do the queued re-reads now."""

@@ -154,9 +154,7 @@ async def test_silent_client_is_dropped_and_its_will_published(raw: RawFactory, 
     assert will[:3] == (f"{topic}/will", b"gone", 1)
 
 
-async def test_pinging_client_with_short_keepalive_stays_connected(
-    raw: RawFactory, topic: str
-) -> None:
+async def test_pinging_client_with_short_keepalive_stays_connected(raw: RawFactory, topic: str) -> None:
     client = await raw(cid(topic, "pinger"), keepalive=1)
     for _ in range(8):
         client.send(PINGREQ)
@@ -259,9 +257,7 @@ async def test_new_client_without_subscriptions_gets_no_retained(raw: RawFactory
     await other.nothing(0.1)
 
 
-async def test_retained_go_only_to_the_subscriber_for_its_new_filter(
-    raw: RawFactory, topic: str
-) -> None:
+async def test_retained_go_only_to_the_subscriber_for_its_new_filter(raw: RawFactory, topic: str) -> None:
     publisher = await raw(cid(topic, "pub"))
     await publisher.publish(f"{topic}/r/1", b"one", qos=1, retain=True)
     await publisher.publish(f"{topic}/r/2", b"two", qos=1, retain=True)
@@ -290,9 +286,7 @@ async def test_retained_on_a_topic_the_subscriber_may_not_receive_is_not_sent(
     await subscriber.nothing(0.5)
 
 
-async def test_retained_im_message_not_sent_to_another_user(
-    server: EmbeddedServer, users: Users
-) -> None:
+async def test_retained_im_message_not_sent_to_another_user(server: EmbeddedServer, users: Users) -> None:
     alice, bob = await users.add("alice"), await users.add("bob")
     broker_of(server).publish_local(f"im/v1/u/{bob}/event", b'{"v":1}', qos=1, retain=True)
     alice_c = await users.connected(alice)
@@ -345,9 +339,7 @@ async def test_publish_to_invalid_topic_closes_the_connection(
 
 
 @pytest.mark.parametrize("will_topic", ["t/#", "t/+/x", "$x/y", ""])
-async def test_invalid_will_topic_is_refused_at_connect(
-    raw: RawFactory, topic: str, will_topic: str
-) -> None:
+async def test_invalid_will_topic_is_refused_at_connect(raw: RawFactory, topic: str, will_topic: str) -> None:
     conn = await raw()
     conn.send(Raw.connect_packet(client_id=cid(topic, "w"), will=(will_topic, b"x", 0, False)))
     packet = await conn.read()

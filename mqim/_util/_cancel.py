@@ -12,6 +12,7 @@ def raise_if_cancelling() -> None:
     disconnect) drops a cancellation that arrives as its inner future completes, and a library
     may replace a `CancelledError` with its own error while cleaning up. The request still shows
     in `Task.cancelling()`; a loop that checks it after such awaits cannot run on forever.
+    (The membership follower's loop, after a Redis or MongoDB read, was one that did.)
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():

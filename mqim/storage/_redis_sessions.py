@@ -36,9 +36,7 @@ from typing import Any, Final, Self
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from mqim.storage._contracts import SessionStore
 from mqim.storage._exceptions import StorageError, Unavailable
@@ -47,10 +45,14 @@ from mqim.storage._redis_codec import (
     Keys,
     SeenOp,
     StoreOp,
-    decode_queued,
-    decode_retained,
-    decode_session,
     encode_batch,
+)
+from mqim.storage._redis_reads import (
+    DOWN_ERRORS,
+    describe,
+    read_all,
+    read_retained,
+    read_sessions,
 )
 from mqim.storage._session_writes import (
     Barrier,
@@ -74,43 +76,8 @@ CLOSE_TIMEOUT_S: Final = 10.0
 RETRY_FIRST_S: Final = 0.05
 RETRY_MAX_S: Final = 1.0
 # Sessions whose queues one load() pipeline reads at once.
-LOAD_CHUNK: Final = 256
 
-_DOWN_ERRORS: Final = (RedisConnectionError, RedisTimeoutError, OSError)
 _WRITE_TYPES: Final = (SaveOp, DeleteOp, EnqueueOp, DequeueOp, RetainOp, SeenOp)
-
-
-def _as_bytes(value: object) -> bytes:
-    # The client is built with decode_responses=False: replies are bytes.
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    raise StorageError(f"unexpected Redis reply {type(value).__name__}")
-
-
-def _bytes_map(raw: object) -> dict[bytes, bytes]:
-    if not isinstance(raw, dict):
-        raise StorageError(f"unexpected Redis reply {type(raw).__name__}")
-    return {_as_bytes(k): _as_bytes(v) for k, v in raw.items()}
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _stored(
-    meta: tuple[str, str | None, dict[str, int], int | None], queue: dict[bytes, bytes]
-) -> StoredSession:
-    """A session from its decoded metadata and its raw queue hash (queue in qid order)."""
-    client_id, user, subscriptions, disconnected_ts = meta
-    return StoredSession(
-        client_id=client_id,
-        user=user,
-        subscriptions=subscriptions,
-        disconnected_ts=disconnected_ts,
-        queue=sorted((decode_queued(qid, value) for qid, value in queue.items()), key=lambda m: m.qid),
-    )
 
 
 class RedisSessionStore(QueuedWrites, SessionStore):
@@ -210,12 +177,12 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise StorageError(f"open Redis session store: bad URL {self._url!r}: {exc}") from exc
         try:
             await client.ping()
-        except _DOWN_ERRORS as exc:
+        except DOWN_ERRORS as exc:
             await client.aclose()
-            raise Unavailable(f"Redis at {self._url} unreachable: {_describe(exc)}") from exc
+            raise Unavailable(f"Redis at {self._url} unreachable: {describe(exc)}") from exc
         except RedisError as exc:
             await client.aclose()
-            raise StorageError(f"Redis at {self._url} refused: {_describe(exc)}") from exc
+            raise StorageError(f"Redis at {self._url} refused: {describe(exc)}") from exc
         self._redis = client
         self._task = asyncio.create_task(self._run(client), name=f"mqim-redis-sessions:{self._keys.prefix}")
         self._accepting = True
@@ -243,7 +210,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         except TimeoutError:
             self._record_lost(f"{self.pending} queued operation(s) dropped at close")
         except Exception as exc:  # the writer task failed: a bug, reported as a storage error
-            self._record_lost(f"session writer failed: {_describe(exc)}")
+            self._record_lost(f"session writer failed: {describe(exc)}")
         finally:
             self._fail_waiters(Unavailable("session store is closed"))
             await client.aclose()
@@ -279,7 +246,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         if not self._accepting:
             raise Unavailable("session store is closed" if self._closed else "session store is not open")
         if len(self._ops) >= self._max_pending:
-            reason = f"; Redis unreachable: {_describe(self._down)}" if self._down is not None else ""
+            reason = f"; Redis unreachable: {describe(self._down)}" if self._down is not None else ""
             raise Unavailable(f"session store backlog full ({self._max_pending} operations){reason}")
         self._push(op)
 
@@ -289,7 +256,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise Unavailable("session store is closed" if self._closed else "session store is not open")
         if self._down is not None:
             raise Unavailable(
-                f"Redis unreachable ({_describe(self._down)}); {self.pending} operation(s) queued, retrying"
+                f"Redis unreachable ({describe(self._down)}); {self.pending} operation(s) queued, retrying"
             )
         return asyncio.get_running_loop().create_future()
 
@@ -332,32 +299,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             Unavailable: The store is not open, or Redis is unreachable.
             StorageError: Redis refused a read, or stored data is corrupt.
         """
-        client = self._reader()
-        keys = self._keys
-        sessions: list[StoredSession] = []
-        seen: dict[str, list[str]] = {}
-        for start in range(0, len(client_ids), LOAD_CHUNK):
-            chunk = client_ids[start : start + LOAD_CHUNK]
-            try:
-                pipe = client.pipeline(transaction=False)
-                for client_id in chunk:
-                    pipe.hget(keys.sessions, client_id)
-                    pipe.hgetall(keys.queue(client_id))
-                    pipe.lrange(keys.seen(client_id), 0, -1)
-                results = await pipe.execute()
-            except _DOWN_ERRORS as exc:
-                raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
-            except RedisError as exc:
-                raise StorageError(f"read sessions: {_describe(exc)}") from exc
-            for index, client_id in enumerate(chunk):
-                raw, queue, mids = results[3 * index], results[3 * index + 1], results[3 * index + 2]
-                if raw is None:
-                    continue
-                seen[client_id] = [_as_bytes(mid).decode() for mid in mids]
-                sessions.append(
-                    _stored(decode_session(client_id.encode(), _as_bytes(raw)), _bytes_map(queue))
-                )
-        return sessions, seen
+        return await read_sessions(self._reader(), self._keys, client_ids)
 
     async def read_retained(self) -> list[RetainedRecord]:
         """Every retained message, sorted by topic (read at once, like `read_sessions`).
@@ -366,14 +308,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             Unavailable: The store is not open, or Redis is unreachable.
             StorageError: Redis refused the read, or stored data is corrupt.
         """
-        client = self._reader()
-        try:
-            raw = _bytes_map(await client.hgetall(self._keys.retained))
-        except _DOWN_ERRORS as exc:
-            raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
-        except RedisError as exc:
-            raise StorageError(f"read retained messages: {_describe(exc)}") from exc
-        return sorted((decode_retained(topic, value) for topic, value in raw.items()), key=lambda r: r.topic)
+        return await read_retained(self._reader(), self._keys)
 
     def _reader(self) -> aioredis.Redis:
         client = self._redis
@@ -404,7 +339,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         except Exception as exc:
             # A bug: stop accepting writes rather than queue them for nobody.
             self._accepting = False
-            self._fail_waiters(StorageError(f"session writer failed: {_describe(exc)}"))
+            self._fail_waiters(StorageError(f"session writer failed: {describe(exc)}"))
             raise
 
     async def _write_loop(self, client: aioredis.Redis) -> None:
@@ -434,7 +369,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                         op.future.set_exception(lost)
             elif isinstance(op, Load) and not op.future.done():
                 try:
-                    op.future.set_result(await self._read_all(client))
+                    op.future.set_result(await read_all(client, self._keys))
                 except StorageError as exc:
                     op.future.set_exception(exc)
 
@@ -453,12 +388,12 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                     pipe.execute_command(*command)
                 results = await pipe.execute(raise_on_error=False)
                 break
-            except _DOWN_ERRORS as exc:
+            except DOWN_ERRORS as exc:
                 if self._down is None:
-                    _log.warning("session store: Redis unreachable, retrying: %s", _describe(exc))
+                    _log.warning("session store: Redis unreachable, retrying: %s", describe(exc))
                 self._down = exc
                 self._fail_waiters(
-                    Unavailable(f"Redis unreachable ({_describe(exc)}); writes queued, retrying")
+                    Unavailable(f"Redis unreachable ({describe(exc)}); writes queued, retrying")
                 )
                 loop = asyncio.get_running_loop()
                 if self._give_up_at is not None and loop.time() >= self._give_up_at:
@@ -471,35 +406,11 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                 delay = min(delay * 2, RETRY_MAX_S)
             except RedisError as exc:
                 # The whole transaction was refused (e.g. EXECABORT, OOM): those writes are lost.
-                self._record_lost(f"batch of {len(batch)} operation(s) refused by Redis: {_describe(exc)}")
+                self._record_lost(f"batch of {len(batch)} operation(s) refused by Redis: {describe(exc)}")
                 return
         if self._down is not None:
             _log.info("session store: Redis reachable again")
             self._down = None
         for owner, result in zip(encoded.owners, results, strict=True):
             if isinstance(result, Exception):
-                self._record_lost(f"{type(owner).__name__} refused by Redis: {_describe(result)}")
-
-    async def _read_all(self, client: aioredis.Redis) -> tuple[list[StoredSession], list[RetainedRecord]]:
-        keys = self._keys
-        try:
-            raw_sessions = _bytes_map(await client.hgetall(keys.sessions))
-            raw_retained = _bytes_map(await client.hgetall(keys.retained))
-            decoded = sorted(
-                (decode_session(cid, value) for cid, value in raw_sessions.items()), key=lambda s: s[0]
-            )
-            queues: list[dict[bytes, bytes]] = []
-            for start in range(0, len(decoded), LOAD_CHUNK):
-                pipe = client.pipeline(transaction=False)
-                for client_id, *_ in decoded[start : start + LOAD_CHUNK]:
-                    pipe.hgetall(keys.queue(client_id))
-                queues.extend(_bytes_map(raw) for raw in await pipe.execute())
-        except _DOWN_ERRORS as exc:
-            raise Unavailable(f"Redis unreachable: {_describe(exc)}") from exc
-        except RedisError as exc:
-            raise StorageError(f"load sessions: {_describe(exc)}") from exc
-        sessions = [_stored(meta, queue) for meta, queue in zip(decoded, queues, strict=True)]
-        retained = sorted(
-            (decode_retained(topic, value) for topic, value in raw_retained.items()), key=lambda r: r.topic
-        )
-        return sessions, retained
+                self._record_lost(f"{type(owner).__name__} refused by Redis: {describe(result)}")

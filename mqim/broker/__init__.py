@@ -11,7 +11,7 @@ from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._session import Delivery, Session
 from mqim.broker._settings import BrokerSettings
-from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.broker._shared_subs import SharedIndex, parse_shared
 from mqim.broker._traffic import TOPIC_CLASSES, Traffic
 
 __all__ = [

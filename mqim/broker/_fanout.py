@@ -17,7 +17,7 @@ from mqim.broker._router import SubscriptionIndex
 from mqim.broker._scopes import filter_allows
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
-from mqim.broker._shared import SharedIndex, parse_shared
+from mqim.broker._shared_subs import SharedIndex, parse_shared
 from mqim.broker._traffic import Traffic
 
 log = logging.getLogger("mqim.broker")

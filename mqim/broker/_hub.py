@@ -39,7 +39,7 @@ from mqim.broker._scopes import (
 )
 from mqim.broker._session import Session, Writer
 from mqim.broker._settings import BrokerSettings
-from mqim.broker._shared import SharedIndex
+from mqim.broker._shared_subs import SharedIndex
 from mqim.broker._takeover import ClusterSessions
 from mqim.broker._traffic import Traffic
 from mqim.mqtt import encode_str
@@ -88,7 +88,7 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         self.acl = acl
         self.store = store
         self.sessions: dict[str, Session] = {}
-        # Plain filters plus `$share/{group}/{filter}` (one member per group, see _shared.py).
+        # Plain filters plus `$share/{group}/{filter}` (one member per group, see _shared_subs.py).
         self.index = SharedIndex()
         self.index.connected = self._is_connected
         self.index.admits = self._share_admits

@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 from mqim.acl import AclEngine, Action, Identity, InvalidRule, Rule, parse_rule
-from mqim.broker._shared import acl_filter
+from mqim.broker._shared_subs import acl_filter
 from mqim.storage import AclRuleRecord, RoleRecord, Storage
 
 log = logging.getLogger("mqim.broker.policy")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from mqim.broker._ports import ClusterPort
 from mqim.broker._session import Session
-from mqim.broker._shared import SharedIndex
+from mqim.broker._shared_subs import SharedIndex
 from mqim.storage import RetainedRecord, StoredSession
 
 

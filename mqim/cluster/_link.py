@@ -49,6 +49,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from mqim.cluster._core import DOWN, log
 from mqim.cluster._exceptions import ClusterError
@@ -106,6 +108,10 @@ class ClusterLink(Registry):
             timeout=self.settings.timeout_s,
             socket_timeout=self.settings.timeout_s + 2.0,  # above the 1 s XREADGROUP block
             socket_connect_timeout=self.settings.timeout_s,
+            # One immediate retry replaces a pooled connection a Redis restart broke (else the
+            # first command on it fails: a client-id claim refused the CONNECT after the restart);
+            # longer outages are the heartbeat's and the fence's (cluster/_registry.py).
+            retry=Retry(NoBackoff(), 1),
         )
         client = aioredis.Redis.from_pool(pool)  # owns the pool: aclose() closes its connections
         keys = self.keys

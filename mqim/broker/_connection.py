@@ -270,8 +270,8 @@ class MqttConnection(ConnectHandshake):
         # message first (the logic service, a worker, a bridge outbox) take this hold.
         hold = Hold(waiter=self, counter=hub) if pub.qos else None
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain, hold=hold)
-        if pub.retain and hub.retain(topic, pub.payload, pub.qos) and hub.store is not None:
-            durable = True
+        if pub.retain and hub.retain(topic, pub.payload, pub.qos, by=_account(session)):
+            durable = durable or hub.store is not None
         if hold is not None and hold.failed:
             return  # a consumer refused it at once (hold_failed closed us): no PUBACK
         if hold is not None and hold.taken:
@@ -388,3 +388,9 @@ class MqttConnection(ConnectHandshake):
             "state": self.state.name,
             "client_id": self.session.client_id if self.session else None,
         }
+
+
+def _account(session: Session) -> str:
+    """The account a client's retained messages count against ("" without one)."""
+    identity = session.identity
+    return identity.user or "" if identity is not None else ""

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Protocol
 
+from mqim._util import Deadlines, worth_logging
 from mqim.acl import AclEngine, Identity, IdentityKind, ReceiveScope
 from mqim.broker._committer import Committer
 from mqim.broker._counting import Counters
@@ -29,6 +30,7 @@ from mqim.broker._holds import Hold
 from mqim.broker._managed import ManagedSubscriptions
 from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._retained import RetainedIndex
+from mqim.broker._retained_quota import BY_TOPIC, SERVER, RetainedQuota
 from mqim.broker._router import SubscriptionIndex
 from mqim.broker._scopes import (
     ScopeCompiler,
@@ -97,6 +99,13 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         self.scope_compiler = ScopeCompiler(acl=acl)
         self._unwatch = self.scope_compiler.watch(self._membership_changed)
         self.retained = RetainedIndex()
+        # Persistent sessions without a connection, by expiry deadline (see expire_sessions).
+        self._expiry: Deadlines[str] = Deadlines()
+        self.quota = RetainedQuota(
+            max_client=settings.max_retained,
+            max_per_account=settings.max_retained_per_account,
+            max_server=settings.max_server_retained,
+        )
         self.listeners: SubscriptionIndex[int] = SubscriptionIndex()
         self._listener_callbacks: dict[int, Callable[[str, bytes], None]] = {}
         self._consumers: dict[int, ConsumerCallback] = {}
@@ -150,8 +159,10 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
                     set_scope(session, topic_filter, self.scope_compiler.compile(identity, topic_filter))
                 self.index.add(stored.client_id, topic_filter, qos)
             self.sessions[stored.client_id] = session
+            self._expire_later(session)
         for record in retained:
             self.retained[record.topic] = (record.payload, record.qos)
+            self.quota.set(record.topic, BY_TOPIC)  # the setter is not stored: known by its topic
         log.info("restored %d persistent sessions and %d retained messages", len(sessions), len(retained))
 
     # -- routing -------------------------------------------------------------------------------
@@ -252,18 +263,30 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
         session = self.sessions.get(client_id)
         return session is not None and filter_allows(session, share_filter, topic)
 
-    def retain(self, topic: str, payload: bytes, qos: int) -> bool:
-        """Set or (empty payload) clear a retained message (MQTT-3.3.1-5, 3.3.1-10)."""
+    def retain(self, topic: str, payload: bytes, qos: int, *, by: str | None = BY_TOPIC) -> bool:
+        """Set or (empty payload) clear a retained message (MQTT-3.3.1-5, 3.3.1-10).
+
+        `by` is the account that set it (`""` for a client without one), `SERVER` (None) for the
+        broker's own (presence, `$SYS`), or `BY_TOPIC` when unknown (forwarded by another node):
+        each is bounded apart (`RetainedQuota`). Returns False when a limit refused it.
+        """
         if not payload:
+            self.quota.clear(topic)
             if self.retained.pop(topic, None) is not None and self.store is not None:
                 self.store.set_retained(RetainedRecord(topic=topic, payload=b"", qos=0))
             return True
-        if topic not in self.retained and len(self.retained) >= self.settings.max_retained:
+        refusal = self.quota.refusal(topic, by)
+        if refusal is not None:
             self.counters.retained_refused += 1
-            log.warning(
-                "retained message on %r refused: max_retained=%d reached", topic, self.settings.max_retained
-            )
+            if worth_logging(self.counters.retained_refused):
+                log.warning(
+                    "retained message on %r refused: %s (%d refused so far)",
+                    topic[:200],
+                    refusal,
+                    self.counters.retained_refused,
+                )
             return False
+        self.quota.set(topic, by)
         self.retained[topic] = (payload, qos)
         if self.store is not None:
             self.store.set_retained(RetainedRecord(topic=topic, payload=payload, qos=qos))
@@ -338,6 +361,7 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
 
     def connected(self, session: Session, conn: Writer) -> None:
         session.attach(conn)
+        self._expiry.discard(session.client_id)
         for observer in self.observers:
             observer.session_connected(session)
 
@@ -350,13 +374,19 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
             self._hand_over_held(session)
         if session.persistent:
             self._save(session)
+            self._expire_later(session)
         else:
             self.drop_session(session)
+
+    def _expire_later(self, session: Session) -> None:
+        if session.disconnected_at is not None:
+            self._expiry.set(session.client_id, session.disconnected_at + self.settings.session_expiry_s)
 
     def drop_session(self, session: Session) -> None:
         """Forget a session, its subscriptions and queue."""
         if self.sessions.get(session.client_id) is session:
             del self.sessions[session.client_id]
+            self._expiry.discard(session.client_id)
         for topic_filter in session.subscriptions:
             self.index.remove(session.client_id, topic_filter)
         session.subscriptions.clear()
@@ -371,20 +401,28 @@ class Hub(ManagedSubscriptions, Fanout, ClusterSessions):
             self.store.delete_session(session.client_id)
 
     def expire_sessions(self, now: float) -> int:
-        """Drop persistent sessions disconnected for longer than `session_expiry_s`."""
-        limit = now - self.settings.session_expiry_s
-        stale = [
-            s
-            for s in self.sessions.values()
-            if s.conn is None and s.disconnected_at is not None and s.disconnected_at < limit
-        ]
-        for session in stale:
-            log.info("session %r expired", session.client_id)
-            self.drop_session(session)
-        return len(stale)
+        """Drop persistent sessions disconnected for longer than `session_expiry_s`.
+
+        Only sessions whose expiry has come are looked at (a heap by deadline, set when a
+        session is left without a connection): the cost is what expires, not what exists.
+        """
+        expiry = self.settings.session_expiry_s
+        expired = 0
+        for client_id in self._expiry.pop_due(now):
+            session = self.sessions.get(client_id)
+            if session is None or session.conn is not None or session.disconnected_at is None:
+                continue  # gone, back, or handed to another node
+            deadline = session.disconnected_at + expiry
+            if deadline < now:
+                log.info("session %r expired", session.client_id)
+                self.drop_session(session)
+                expired += 1
+            else:
+                self._expiry.set(client_id, deadline)
+        return expired
 
     def publish_local(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         if retain:
-            self.retain(topic, payload, qos)
+            self.retain(topic, payload, qos, by=SERVER)
         if self.route(topic, payload, qos, retain=retain):
             self.committer.kick()

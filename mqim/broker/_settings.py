@@ -41,7 +41,12 @@ class BrokerSettings:
         max_client_id_chars: Longest accepted client id (CONNACK 2 beyond it).
         connect_timeout_s: Time a new socket has to send its CONNECT.
         keepalive_factor: A client silent for keepalive x this factor is dropped (MQTT-3.1.2-24).
-        max_retained: Retained topics kept; new retained topics beyond it are refused and logged.
+        max_retained: Retained topics all clients together may keep; a new one beyond it is
+            refused (not stored, still delivered) and logged.
+        max_retained_per_account: Retained topics one account (user, bridge) may keep, so one
+            of a fleet cannot fill `max_retained` for the others.
+        max_server_retained: Retained topics the server itself keeps (one presence topic per
+            account, `$SYS`), counted apart from the clients' so presence works for every user.
         max_qos: Highest QoS granted to a subscription.
         auto_subscribe: Subscribe each user's session to its own inbox (docs/architecture.md, "IM features").
         max_payload_bytes: Largest PUBLISH payload accepted from a limited account; a bigger one
@@ -82,6 +87,8 @@ class BrokerSettings:
     connect_timeout_s: float = 10.0
     keepalive_factor: float = 1.5
     max_retained: int = 100_000
+    max_retained_per_account: int = 1_000
+    max_server_retained: int = 2_000_000
     max_qos: int = 2
     auto_subscribe: bool = True
     max_payload_bytes: int = 65_536

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from mqim._util import Deadlines
 from mqim.broker._ports import ClusterPort
 from mqim.broker._session import Session
 from mqim.broker._shared_subs import SharedIndex
@@ -26,6 +27,7 @@ class ClusterSessions:
     sessions: dict[str, Session]
     index: SharedIndex
     _cluster: ClusterPort | None
+    _expiry: Deadlines[str]
 
     if TYPE_CHECKING:
 
@@ -69,6 +71,7 @@ class ClusterSessions:
         if self.sessions.get(session.client_id) is not session:
             return False
         del self.sessions[session.client_id]
+        self._expiry.discard(session.client_id)
         for topic_filter in session.subscriptions:
             self.index.remove(session.client_id, topic_filter)
         return True

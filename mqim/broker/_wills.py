@@ -35,6 +35,7 @@ def publish_will(conn: MqttConnection, *, hub: Hub, bridges: BridgeStatus) -> No
         count_event(hub.counters, "sys_publish_dropped")  # the server's own topics: never from a client
         return
     if retain:
-        hub.retain(topic, payload, qos)
+        identity = session.identity if session is not None else None
+        hub.retain(topic, payload, qos, by=identity.user or "" if identity is not None else "")
     if hub.route(topic, payload, qos, origin=session, retain=retain) or retain:
         hub.committer.kick()

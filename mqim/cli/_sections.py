@@ -214,7 +214,9 @@ class LimitsConfig(Section):
     max_group_members: PositiveInt = 10000
     """Members of one group (owner included)."""
     max_retained_messages: PositiveInt = 10000
-    """Retained messages the broker keeps."""
+    """Retained topics all clients together keep (presence is counted apart)."""
+    max_retained_per_account: PositiveInt = 1000
+    """Retained topics one account (user, bridge) keeps."""
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:

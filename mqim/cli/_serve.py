@@ -40,6 +40,7 @@ def broker_settings(config: MqimConfig) -> BrokerSettings:
         max_client_id_chars=limits.max_client_id_length,
         connect_timeout_s=limits.connect_timeout_s,
         max_retained=limits.max_retained_messages,
+        max_retained_per_account=limits.max_retained_per_account,
         max_payload_bytes=limits.max_payload_bytes,
         publish_rate=limits.publish_rate,
         publish_burst=limits.publish_burst,

@@ -13,8 +13,8 @@ Payload `{"v":1,"user","state":"online"|"offline","ts","epoch"}`. A `HubObserver
   it) are turned `offline`.
 
 Only identities of kind `user` with a valid id have presence. The state is bounded by the
-connected sessions; everything else lives in the retained messages (bounded by the broker's
-`max_retained`).
+connected sessions; everything else lives in the retained messages, which the broker counts as
+its own (`max_server_retained`), apart from what clients retain (`max_retained`).
 """
 
 from __future__ import annotations

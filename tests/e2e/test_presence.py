@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mqim.acl import parse_rule
 from mqim.broker import BrokerSettings, Listener
 from mqim.server import EmbeddedServer
 from mqim.server._presence import supersedes
@@ -158,3 +159,59 @@ async def test_restart_turns_stale_online_offline(tmp_path: Path) -> None:
         payload, _ = server.broker.hub.retained["im/v1/presence/bob"]
         assert json.loads(payload)["state"] == "offline"
         assert json.loads(payload)["epoch"] == 1764200000123
+
+
+async def test_every_user_has_presence_beyond_the_retained_limit(
+    tmp_path: Path, uid: Callable[[str], str]
+) -> None:
+    # Presence is the server's: it does not count against what clients may retain.
+    async with EmbeddedServer(
+        data_dir=tmp_path / "data",
+        listeners=[Listener(name="default", port=0)],
+        settings=BrokerSettings(connect_timeout_s=3.0, max_retained=5, max_retained_per_account=2),
+    ) as server:
+        users = Users(server, uid)
+        try:
+            names = [await users.add(f"crowd{n}") for n in range(12)]  # more users than max_retained
+            for name in names:
+                await users.connected(name)
+            alice, bob = await users.add("alice"), await users.add("bob")
+            alice_c = await users.connected(alice)
+            await alice_c.publish(f"im/v1/up/{alice}/msg", {"v": 1, "id": "c-1", "to": bob, "text": "hi"})
+            await alice_c.receive_on("/ack")
+            await users.connected(bob)
+            await alice_c.subscribe(f"im/v1/presence/{bob}")
+            assert (await _presence(alice_c, bob))["state"] == "online"
+            for name in [*names, alice, bob]:
+                assert (_retained(users, name) or {}).get("state") == "online", name
+            assert server.broker is not None
+            assert server.broker.hub.quota.server >= 14
+            assert server.broker.hub.counters.retained_refused == 0
+        finally:
+            users.close_all()
+
+
+async def test_a_device_cannot_fill_the_retained_store(tmp_path: Path, uid: Callable[[str], str]) -> None:
+    async with EmbeddedServer(
+        data_dir=tmp_path / "data",
+        listeners=[Listener(name="default", port=0)],
+        settings=BrokerSettings(connect_timeout_s=3.0, max_retained=4, max_retained_per_account=2),
+        rules=[parse_rule("allow all publish,subscribe,receive dev/#")],
+    ) as server:
+        users = Users(server, uid)
+        try:
+            one, two = await users.add("one"), await users.add("two")
+            one_c, two_c = await users.connected(one), await users.connected(two)
+            for n in range(3):  # one account: two topics, the third refused (not stored)
+                await one_c.publish(f"dev/{one}/{n}", b"up", qos=1, retain=True)
+            for n in range(2):
+                await two_c.publish(f"dev/{two}/{n}", b"up", qos=1, retain=True)
+            watcher = await users.connected(two)
+            assert await watcher.subscribe("dev/#") == 1
+            got = {(await watcher.receive(timeout=5)).topic for _ in range(4)}
+            assert got == {f"dev/{one}/0", f"dev/{one}/1", f"dev/{two}/0", f"dev/{two}/1"}
+            await watcher.nothing(0.5)
+            assert server.broker is not None
+            assert server.broker.hub.counters.retained_refused == 1
+        finally:
+            users.close_all()

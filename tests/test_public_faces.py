@@ -12,8 +12,8 @@ import pytest
 
 FACES: dict[str, str] = {
     "mqim._util": (
-        "Deadlines KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key host_of "
-        "raise_if_cancelling worth_logging"
+        "Deadlines KeyedBuckets SummaryLog TokenBucket ViolationWindow address_key "
+        "cancel_and_wait host_of raise_if_cancelling worth_logging"
     ),
     "mqim.acl": (
         "DEFAULT_DENY DEFAULT_MAX_WIDE_SUBSCRIPTIONS_PER_SESSION INVALID_REQUEST "

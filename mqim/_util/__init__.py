@@ -5,7 +5,7 @@ The bottom layer: it imports nothing from mqim.
 """
 
 from mqim._util._buckets import KeyedBuckets, TokenBucket
-from mqim._util._cancel import raise_if_cancelling
+from mqim._util._cancel import cancel_and_wait, raise_if_cancelling
 from mqim._util._deadlines import Deadlines
 from mqim._util._logsummary import SummaryLog, host_of
 from mqim._util._ratelimit import ViolationWindow, address_key
@@ -18,6 +18,7 @@ __all__ = [
     "TokenBucket",
     "ViolationWindow",
     "address_key",
+    "cancel_and_wait",
     "host_of",
     "raise_if_cancelling",
     "worth_logging",

@@ -17,3 +17,16 @@ def raise_if_cancelling() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Task[object]) -> None:
+    """Cancel a child task and wait until it is done.
+
+    Its `CancelledError` (the one we asked for) is swallowed; ours is not: if the current task is
+    itself being cancelled meanwhile, the cancellation goes on up.
+    """
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        raise_if_cancelling()

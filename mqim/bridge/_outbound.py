@@ -49,7 +49,7 @@ from typing import Final, Self
 import aiomqtt
 
 from mqim._ports import BrokerPort, Receipt
-from mqim._util import raise_if_cancelling
+from mqim._util import cancel_and_wait, raise_if_cancelling
 from mqim.bridge._config import BridgeConfig
 from mqim.bridge._exceptions import BridgeConfigError, BridgeStorageError, BridgeUnavailable
 from mqim.bridge._loop import EchoGuard
@@ -173,13 +173,7 @@ class OutboundBridge:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(DRAIN_TIMEOUT_S):
                         await self._drained.wait()
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(task)
         finally:
             # Commits what was accepted (settling its holds) and the last confirmations.
             await self.outbox.close()

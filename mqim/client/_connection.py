@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
+from mqim._util import cancel_and_wait
 from mqim.client._backoff import backoff_delay
 from mqim.client._exceptions import AuthError, ClientClosed, ClientError, ConnectError, ConnectionLost
 from mqim.protocol import inbox_filter
@@ -125,14 +126,7 @@ class Connection:
             self._state.notify_all()
         task, self._supervisor = self._supervisor, None
         if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                # Re-raise only if *we* are being cancelled, not because we cancelled the child.
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(task)
         # The supervisor disconnects on its way out, unless it was cancelled before it ever ran.
         async with self._state:
             mqtt, self._mqtt = self._mqtt, None

@@ -70,7 +70,8 @@ FACES: dict[str, str] = {
         "backoff_delay decode error_of lenient_validate new_message_id"
     ),
     "mqim.cluster": (
-        "ClusterError ClusterLink ClusterSettings NodeDeath NodeStatus read_cluster_status read_node_deaths"
+        "ClusterError ClusterKeys ClusterLink ClusterSettings NodeDeath NodeStatus "
+        "read_cluster_status read_node_deaths"
     ),
     "mqim.hooks": (
         "DELIVERY_HEADER EVENT_HEADER MAX_ENDPOINTS OUTBOX_FILENAME SIGNATURE_HEADER "
@@ -97,10 +98,11 @@ FACES: dict[str, str] = {
         "ID_PATTERN PREFIX SHARED_UP_FILTER UP_FILTER Ack Channel CmdError CmdReply CmdRequest "
         "DeliveredMessage ErrorCode ErrorPayload Event GroupKind GroupRole HistoryPage "
         "HistoryRequest InboxKind InvalidId InvalidPayload InvalidTopic MessageOp ParsedTopic "
-        "Presence PresenceState ProtocolError ReadRequest Receipt ReceiptKind SendRequest "
-        "SyncConv SyncPage SyncRequest TypingNotice TypingRequest UpKind direct_conv group_conv "
-        "group_filter group_topic inbox_filter inbox_topic is_valid_id parse_conv parse_topic "
-        "parse_up_topic peek_request_id presence_topic request_ref up_topic validate_id"
+        "Presence PresenceState ProtocolError ReadRequest Receipt ReceiptKind ReplyEncoder "
+        "SendRequest SyncConv SyncPage SyncRequest TypingNotice TypingRequest UpKind "
+        "direct_conv group_conv group_filter group_topic inbox_filter inbox_topic is_valid_id "
+        "parse_conv parse_topic parse_up_topic peek_request_id presence_topic request_ref "
+        "up_topic validate_id"
     ),
     "mqim.server": (
         "STAMP_NAME ClusterServer DeliveryReceipts EmbeddedServer LogicWorker "

@@ -16,7 +16,7 @@ from mqim.admin._checks import CHECK_TIMEOUT_S, readiness
 from mqim.admin._collector import ClusterNodes, MqimCollector
 from mqim.admin._sources import NodeParts
 from mqim.admin._status import cluster_members, node_status
-from mqim.cluster._keys import ClusterKeys
+from mqim.cluster import ClusterKeys
 from mqim.web import HttpRequest, HttpResponse
 
 log = logging.getLogger("mqim.admin")

@@ -7,7 +7,7 @@ from typing import Any
 
 from mqim.admin._sources import NodeParts, RedisPing
 from mqim.broker import TOPIC_CLASSES, Traffic
-from mqim.cluster._keys import ClusterKeys
+from mqim.cluster import ClusterKeys
 
 
 async def cluster_members(redis: RedisPing, keys: ClusterKeys) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from amqtt.contexts import ListenerType
 
 from mqim._util import worth_logging
 from mqim.acl import AclEngine, Identity, IdentityKind
-from mqim.auth._authenticator import Authenticator
+from mqim.auth import Authenticator
 from mqim.broker._admission import Admission
 from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event

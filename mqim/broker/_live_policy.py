@@ -12,7 +12,7 @@ import asyncio
 import logging
 
 from mqim.acl import Identity, InvalidRule
-from mqim.auth._authenticator import Authenticator, RefreshableAuthenticator
+from mqim.auth import Authenticator, RefreshableAuthenticator
 from mqim.broker._admission import Admission
 from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event

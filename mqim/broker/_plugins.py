@@ -16,7 +16,7 @@ from typing import Any
 from amqtt.plugins.base import BaseAuthPlugin
 
 from mqim.acl import Identity
-from mqim.auth._authenticator import ConnectRequest
+from mqim.auth import ConnectRequest
 from mqim.broker._listener import Listener
 from mqim.mqtt import Connect
 from mqim.protocol import is_valid_id

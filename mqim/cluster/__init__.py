@@ -6,12 +6,13 @@ It plugs into `mqim.broker`; the broker knows nothing of Redis.
 """
 
 from mqim.cluster._exceptions import ClusterError
-from mqim.cluster._keys import ClusterSettings
+from mqim.cluster._keys import ClusterKeys, ClusterSettings
 from mqim.cluster._link import ClusterLink
 from mqim.cluster._status import NodeDeath, NodeStatus, read_cluster_status, read_node_deaths
 
 __all__ = [
     "ClusterError",
+    "ClusterKeys",
     "ClusterLink",
     "ClusterSettings",
     "NodeDeath",

@@ -14,10 +14,10 @@ from mqim.protocol import (
     Event,
     GroupKind,
     InboxKind,
+    ReplyEncoder,
     group_topic,
     inbox_topic,
 )
-from mqim.protocol._models import ReplyEncoder
 from mqim.storage import MessageRecord
 
 OPS = frozenset({"edit", "recall", "delete"})

@@ -17,7 +17,6 @@ from functools import partial
 from types import TracebackType
 from typing import Any, Self
 
-import websockets
 from amqtt.broker import Broker
 from amqtt.contexts import ListenerType
 
@@ -30,18 +29,16 @@ from mqim.broker._counting import count_event
 from mqim.broker._exceptions import ConfigError
 from mqim.broker._host import ConnectionHost
 from mqim.broker._hub import ConsumerCallback, Hub
-from mqim.broker._listener import Listener
+from mqim.broker._listener import Listener, open_server
 from mqim.broker._live_policy import LivePolicy
 from mqim.broker._notices import BridgeStatus, bridge_notice_name
 from mqim.broker._plugins import ask_auth_plugins
 from mqim.broker._ports import MembershipView
-from mqim.broker._proxy_gate import proxy_gate
 from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._tell import tell_error
 from mqim.broker._timers import ConnectionTimers
 from mqim.broker._wills import publish_will
-from mqim.broker._ws import serve_websocket, ws_limits
 from mqim.mqtt import Connect, Publish
 from mqim.protocol import ErrorCode
 from mqim.storage import SessionStore, Storage
@@ -258,38 +255,15 @@ class MqimBroker(Broker):  # type: ignore[misc]
     ) -> Any:
         host: ConnectionHost[MqttConnection] = self
         factory: Callable[[], asyncio.Protocol] = partial(MqttConnection, host=host, listener=listener_name)
-        if listener_type == ListenerType.TCP:
-            loop = asyncio.get_running_loop()
-            spec = self._listener_specs.get(self._names.get(listener_name, listener_name))
-            if spec is not None and spec.proxy_protocol:
-                if ssl_context is not None:
-                    raise ConfigError(
-                        f"listener {spec.name!r}: PROXY protocol on a TLS listener is not supported"
-                    )
-                # The connection sees the client's address from the header (limits, logs, auth).
-                factory = proxy_gate(
-                    factory, proxy_from=spec.proxy_from, timeout_s=self.settings.connect_timeout_s
-                )
-            return await loop.create_server(
-                factory,
-                address,
-                port,
-                ssl=ssl_context,
-                reuse_address=True,
-                backlog=4096,
-            )
-        if listener_type == ListenerType.WS:
-            limits = ws_limits(self.settings)
-            return await websockets.serve(
-                partial(serve_websocket, protocol_factory=factory),
-                address,
-                port,
-                ssl=ssl_context,
-                subprotocols=[websockets.Subprotocol("mqtt")],
-                max_size=limits.max_size,
-                max_queue=limits.max_queue,
-            )
-        raise ConfigError(f"unsupported listener type {listener_type}")
+        return await open_server(
+            factory,
+            listener_type=listener_type,
+            address=address,
+            port=port,
+            ssl_context=ssl_context,
+            spec=self._listener_specs.get(self._names.get(listener_name, listener_name)),
+            settings=self.settings,
+        )
 
     # -- connection accounting -----------------------------------------------------------------
     def connection_opened(self, conn: MqttConnection) -> bool:

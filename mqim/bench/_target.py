@@ -14,7 +14,7 @@ from typing import IO, Literal
 
 from mqim.bench._adapters import AdapterSpec
 from mqim.bench._exceptions import TargetError, TargetUnsupported
-from mqim.bench._host import LOOPBACK, free_port, process_tree_rss
+from mqim.bench._host import LOOPBACK, free_port, process_tree_cpu_s, process_tree_rss
 from mqim.bench._procs import child_env, tail
 
 START_TIMEOUT_S = 20.0
@@ -89,6 +89,11 @@ class Target(ABC):
         """The broker's resident memory (its whole process tree), if the harness started it."""
         pid = self.pid
         return process_tree_rss(pid) if pid is not None else None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the broker (its whole process tree) used so far, if the harness started it."""
+        pid = self.pid
+        return process_tree_cpu_s(pid) if pid is not None else None
 
     def describe(self) -> str:
         """`name host:port (pid N)` for progress lines."""

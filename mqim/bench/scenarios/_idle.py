@@ -1,4 +1,5 @@
-"""`idle`: open many connections with one subscription each; connects/s and broker memory each."""
+"""`idle`: open many connections with one subscription each; connects/s, broker memory each, and
+the broker's CPU while they sit idle (timers, keepalive checks: what grows with what exists)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ from mqim.bench.scenarios._phases import CrowdStats, crowd
 SETTLE_S = 1.0
 """Pause between the last SUBACK and reading the broker's memory."""
 
+IDLE_CPU_WINDOW_S = 10.0
+"""How long the broker's CPU is measured while every connection sits idle."""
+
 
 async def run_idle(ctx: ScenarioContext, target: Target) -> Outcome:
     """Connect `idle_size` clients to a freshly started broker and read its RSS before and after."""
@@ -22,6 +26,13 @@ async def run_idle(ctx: ScenarioContext, target: Target) -> Outcome:
     async with crowd(ctx, target, size=size) as stats:
         await asyncio.sleep(SETTLE_S)
         after = target.rss_bytes()
+        cpu_start = target.cpu_seconds()
+        await asyncio.sleep(IDLE_CPU_WINDOW_S)
+        cpu_end = target.cpu_seconds()
+    idle_cpu: float | None = None
+    if cpu_start is not None and cpu_end is not None:
+        idle_cpu = (cpu_end - cpu_start) / IDLE_CPU_WINDOW_S * 100
+        ctx.say(f"broker CPU while {stats.connected:,} connections sit idle: {idle_cpu:.2f}% of a core")
     per_conn: float | None = None
     if before is not None and after is not None and stats.connected:
         per_conn = (after - before) / stats.connected / 1024
@@ -34,6 +45,7 @@ async def run_idle(ctx: ScenarioContext, target: Target) -> Outcome:
         "connects_s": stats.connects_per_s,
         "rss_per_conn_kib": per_conn,
         "rss_mib": after / 2**20 if after is not None else None,
+        "idle_cpu_pct": idle_cpu,
         "failed": stats.failed,
     }
     details = {
@@ -52,10 +64,11 @@ IDLE = Scenario(
         Column(key="connects_s", label="connects/s"),
         Column(key="rss_per_conn_kib", label="KiB/conn", digits=1),
         Column(key="rss_mib", label="RSS MiB", digits=1),
+        Column(key="idle_cpu_pct", label="idle CPU %", digits=2),
         Column(key="failed", label="failed", ratio=False),
     ),
     run=run_idle,
-    estimate_s=lambda p: p.idle_size / 250 + 8.0,
+    estimate_s=lambda p: p.idle_size / 250 + 8.0 + IDLE_CPU_WINDOW_S,
     accounts=lambda p: [crowd_user(i) for i in range(p.idle_size)],
     fresh_target=True,
 )

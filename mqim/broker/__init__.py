@@ -6,10 +6,11 @@ from mqim.broker._exceptions import BrokerError, ConfigError, MalformedPacket, P
 from mqim.broker._hub import Hub, HubObserver
 from mqim.broker._listener import Listener
 from mqim.broker._managed import group_of
+from mqim.broker._outgoing import Delivery
 from mqim.broker._plugins import MqimAuthPlugin
 from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._router import SubscriptionIndex
-from mqim.broker._session import Delivery, Session
+from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared_subs import SharedIndex, parse_shared
 from mqim.broker._traffic import TOPIC_CLASSES, Traffic

@@ -28,6 +28,7 @@ from mqim.broker._fanout import ConsumerCallback as ConsumerCallback  # re-expor
 from mqim.broker._fanout import Fanout, Reader
 from mqim.broker._holds import Hold
 from mqim.broker._managed import ManagedSubscriptions
+from mqim.broker._outgoing import Writer
 from mqim.broker._ports import ClusterPort, MembershipView
 from mqim.broker._retained import RetainedIndex
 from mqim.broker._retained_quota import BY_TOPIC, SERVER, RetainedQuota
@@ -39,7 +40,7 @@ from mqim.broker._scopes import (
     filter_allows,
     set_scope,
 )
-from mqim.broker._session import Session, Writer
+from mqim.broker._session import Session
 from mqim.broker._settings import BrokerSettings
 from mqim.broker._shared_subs import SharedIndex
 from mqim.broker._takeover import ClusterSessions

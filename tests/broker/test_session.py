@@ -5,7 +5,8 @@ from __future__ import annotations
 from mqim import mqtt as c
 from mqim.acl import Identity
 from mqim.broker import BrokerSettings
-from mqim.broker._session import Delivery, Session
+from mqim.broker._outgoing import Delivery
+from mqim.broker._session import Session
 
 
 class Socket:

@@ -25,6 +25,7 @@ from mqim.broker._exceptions import MalformedPacket, ProtocolViolation
 from mqim.broker._handshake import ConnectHandshake
 from mqim.broker._holds import Hold
 from mqim.broker._host import ConnectionHost
+from mqim.broker._retained_quota import account_of
 from mqim.broker._session import Session
 from mqim.broker._subscribe import grant_subscriptions
 from mqim.broker._topics import check_filter, is_sys_topic, valid_publish_topic
@@ -270,7 +271,7 @@ class MqttConnection(ConnectHandshake):
         # message first (the logic service, a worker, a bridge outbox) take this hold.
         hold = Hold(waiter=self, counter=hub) if pub.qos else None
         durable = hub.route(topic, pub.payload, pub.qos, origin=session, retain=pub.retain, hold=hold)
-        if pub.retain and hub.retain(topic, pub.payload, pub.qos, by=_account(session)):
+        if pub.retain and hub.retain(topic, pub.payload, pub.qos, by=account_of(session.identity)):
             durable = durable or hub.store is not None
         if hold is not None and hold.failed:
             return  # a consumer refused it at once (hold_failed closed us): no PUBACK
@@ -388,9 +389,3 @@ class MqttConnection(ConnectHandshake):
             "state": self.state.name,
             "client_id": self.session.client_id if self.session else None,
         }
-
-
-def _account(session: Session) -> str:
-    """The account a client's retained messages count against ("" without one)."""
-    identity = session.identity
-    return identity.user or "" if identity is not None else ""

@@ -147,10 +147,10 @@ class ConnectHandshake(ConnectionIO):
         if refusal is not None:
             self._refuse(*refusal)
             return
-        claim = self.hub.claim_session
-        if claim is not None and connect.client_id:
-            # Cluster mode: the client id may live on another node (takeover, session handover).
-            claimed = await claim(connect.client_id, connect.clean_session)
+        if connect.client_id:
+            # Cluster mode: the client id may live on another node (takeover, session handover);
+            # without a cluster the hub answers True at once.
+            claimed = await self.hub.claim_session(connect.client_id, connect.clean_session)
             if self.state is not State.AUTHENTICATING:
                 return
             if not claimed:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from mqim.acl import Identity
 from mqim.protocol import PREFIX
 
 SERVER: Final = None
@@ -25,6 +26,11 @@ BY_TOPIC: Final = "\x00"
 """Owner not known: classify by topic (never a valid account id)."""
 
 _SERVER_PREFIXES: Final = (f"{PREFIX}/presence/", "$SYS/")
+
+
+def account_of(identity: Identity | None) -> str:
+    """The account a client's retained messages count against ("" without one)."""
+    return (identity.user or "") if identity is not None else ""
 
 
 def owner_of(topic: str) -> str | None:

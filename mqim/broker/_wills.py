@@ -10,6 +10,7 @@ from mqim.broker._connection import MqttConnection
 from mqim.broker._counting import count_event
 from mqim.broker._hub import Hub
 from mqim.broker._notices import BridgeStatus, bridge_notice_name
+from mqim.broker._retained_quota import account_of
 
 
 def publish_will(conn: MqttConnection, *, hub: Hub, bridges: BridgeStatus) -> None:
@@ -35,7 +36,6 @@ def publish_will(conn: MqttConnection, *, hub: Hub, bridges: BridgeStatus) -> No
         count_event(hub.counters, "sys_publish_dropped")  # the server's own topics: never from a client
         return
     if retain:
-        identity = session.identity if session is not None else None
-        hub.retain(topic, payload, qos, by=identity.user or "" if identity is not None else "")
+        hub.retain(topic, payload, qos, by=account_of(session.identity if session is not None else None))
     if hub.route(topic, payload, qos, origin=session, retain=retain) or retain:
         hub.committer.kick()

@@ -20,7 +20,7 @@ from mqim.acl import AclEngine, MembershipIndex, Rule
 from mqim.admin import AdminOptions, Observability, ObservabilityOptions, node_parts
 from mqim.auth import AuthOptions
 from mqim.broker import BrokerSettings, Listener, MqimBroker
-from mqim.cluster import ClusterLink, ClusterSettings
+from mqim.cluster import ClusterKeys, ClusterLink, ClusterSettings
 from mqim.logic import (
     LogicLimits,
     LogicService,
@@ -106,7 +106,13 @@ class ClusterServer:
         self.membership = MembershipIndex()
         self.acl = AclEngine(rules=rules, membership=self.membership)
         self.storage = MongoStorage(url=mongo_url, database=database)
-        self.sessions = RedisSessionStore(url=redis_url, prefix=self.cluster_settings.prefix)
+        # Redis applies this node's session writes only while its heartbeat key lives: a node
+        # paused past its TTL never overwrites what its adopter wrote (storage/_redis_guard.py).
+        self.sessions = RedisSessionStore(
+            url=redis_url,
+            prefix=self.cluster_settings.prefix,
+            guard_key=ClusterKeys(self.cluster_settings.prefix).alive(self.cluster_settings.node_id),
+        )
         self.link = ClusterLink(url=redis_url, settings=self.cluster_settings, session_store=self.sessions)
         self.broker: MqimBroker | None = None
         self.logic: LogicService | None = None

@@ -7,7 +7,8 @@ Layout under a prefix (default ``mqim``)::
     {prefix}:retained       hash  topic -> retained message (binary, see `encode_retained`)
     {prefix}:seen:{client_id} list  cluster message ids the session queued, newest last (capped)
 
-A batch of writes becomes a list of commands that `RedisSessionStore` runs in one MULTI/EXEC.
+A batch of writes becomes a list of commands that `RedisSessionStore` runs as one atomic batch
+(`mqim/storage/_redis_guard.py`).
 Every command sets or deletes whole values, so running the same batch twice (a retry after a
 connection dropped before the reply) leaves the same state as running it once.
 """
@@ -31,6 +32,10 @@ _QUEUED_HEAD = struct.Struct(">BBH")  # version, qos, topic length
 _RETAINED_HEAD = struct.Struct(">BB")  # version, qos
 
 Command = tuple[str | bytes | int, ...]
+
+MAX_COMMAND_ARGS: Final = 4096
+"""Most arguments of one encoded command: consecutive enqueues merge into one HSET up to this
+(a batch runs as a Lua script, `mqim/storage/_redis_guard.py`, whose unpack is bounded by 8000)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,7 +179,9 @@ def _op_commands(keys: Keys, op: StoreOp) -> list[Command]:
     if isinstance(op, EnqueueOp):
         return [("HSET", keys.queue(op.client_id), op.qid, encode_queued(op.topic, op.payload, op.qos))]
     if isinstance(op, DequeueOp):
-        return [("HDEL", keys.queue(op.client_id), *op.qids)] if op.qids else []
+        step = MAX_COMMAND_ARGS - 2
+        key = keys.queue(op.client_id)
+        return [("HDEL", key, *op.qids[i : i + step]) for i in range(0, len(op.qids), step)]
     if isinstance(op, RetainOp):
         if op.payload:
             return [("HSET", keys.retained, op.topic, encode_retained(op.payload, op.qos))]
@@ -203,6 +210,7 @@ def encode_batch(keys: Keys, ops: Sequence[StoreOp]) -> Encoded:
                 and previous[0] == "HSET"
                 and previous[1] == command[1]
                 and isinstance(out.owners[-1], EnqueueOp)
+                and len(previous) + len(command) - 2 <= MAX_COMMAND_ARGS
             ):
                 out.commands[-1] = previous + command[2:]
                 continue

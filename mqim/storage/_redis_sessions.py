@@ -3,7 +3,7 @@
 The sync write methods only append an operation to an in-memory queue (the broker's hot path
 never awaits Redis). A background task, owned by the store (started in `open()`, awaited in
 `close()`), takes what is queued and writes it in batches of at most `batch_max` operations, each
-one MULTI/EXEC pipeline. Like `SqliteSessionStore`, an enqueue that a later dequeue or delete of
+one atomic script. Like `SqliteSessionStore`, an enqueue that a later dequeue or delete of
 the same batch removes again is never written.
 
 `flush()` and `load()` travel through the same queue, so they are ordered after every write
@@ -20,7 +20,11 @@ broker keeps running), and the queue is bounded by `max_pending`: beyond it the 
 `Unavailable` too. A write Redis rejects, or a value that cannot be encoded, loses only itself;
 the next `flush()` raises the error once.
 
-Keys are listed in `mqim.storage._redis_codec`. One MULTI/EXEC spans several keys, so this runs
+A batch runs as one Lua script (atomic, like MULTI/EXEC). With a `guard_key` (a cluster node's
+heartbeat key) Redis applies a batch only while that key exists, so a node paused past its TTL
+cannot overwrite the sessions its adopter now writes (`mqim/storage/_redis_guard.py`).
+
+Keys are listed in `mqim.storage._redis_codec`. One batch spans several keys, so this runs
 against a standalone Redis (or a Sentinel-managed primary), not Redis Cluster.
 """
 
@@ -47,6 +51,7 @@ from mqim.storage._redis_codec import (
     StoreOp,
     encode_batch,
 )
+from mqim.storage._redis_guard import GuardedBatch, GuardGone
 from mqim.storage._redis_reads import (
     DOWN_ERRORS,
     describe,
@@ -89,11 +94,13 @@ class RedisSessionStore(QueuedWrites, SessionStore):
     Args:
         url: A Redis URL (``redis://host:6379/0``, ``rediss://`` for TLS).
         prefix: Namespace of every key, so several deployments can share one Redis.
-        batch_max: Most operations written in one MULTI/EXEC.
+        batch_max: Most operations written in one batch.
         max_pending: Most operations queued and not yet written (the bound while Redis is down).
         timeout_s: Connect and socket timeout of one attempt.
         close_timeout_s: How long `close()` keeps retrying queued writes against an
             unreachable Redis before it gives them up.
+        guard_key: A key that must exist for Redis to apply a batch (a cluster node's heartbeat
+            key); a batch refused for its absence is lost, and the next `flush()` says so.
     """
 
     def __init__(
@@ -105,6 +112,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         max_pending: int = 500_000,
         timeout_s: float = 5.0,
         close_timeout_s: float = CLOSE_TIMEOUT_S,
+        guard_key: str | None = None,
     ) -> None:
         if batch_max < 1:
             raise ValueError("batch_max must be at least 1")
@@ -120,6 +128,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         self._max_pending = max_pending
         self._timeout_s = timeout_s
         self._close_timeout_s = close_timeout_s
+        self._guard_key = guard_key
         self._ops: collections.deque[Op | SeenOp] = collections.deque()
         self._wake = asyncio.Event()
         self._redis: aioredis.Redis | None = None
@@ -225,7 +234,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
 
     def record_seen(self, client_id: str, mid: str) -> None:
         """Remember that `client_id`'s session queued the cluster message `mid` (queued write,
-        ordered with the enqueue: both are in the same or an earlier MULTI/EXEC than the
+        ordered with the enqueue: both are in the same or an earlier batch than the
         acknowledgement of the stream entry that carried it)."""
         self._push_write(SeenOp(client_id, mid))
 
@@ -343,6 +352,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
             raise
 
     async def _write_loop(self, client: aioredis.Redis) -> None:
+        batches = GuardedBatch(client=client, guard_key=self._guard_key)
         while True:
             if not self._ops:
                 self._wake.clear()
@@ -355,7 +365,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                     write = self._ops.popleft()
                     assert isinstance(write, _WRITE_TYPES)
                     batch.append(write)
-                await self._commit(client, batch)
+                await self._commit(batches, batch)
                 continue
             self._ops.popleft()
             if isinstance(op, Stop):
@@ -373,7 +383,7 @@ class RedisSessionStore(QueuedWrites, SessionStore):
                 except StorageError as exc:
                     op.future.set_exception(exc)
 
-    async def _commit(self, client: aioredis.Redis, batch: list[StoreOp]) -> None:
+    async def _commit(self, batches: GuardedBatch, batch: list[StoreOp]) -> None:
         # `coalesce` keeps what it does not know (the SeenOps) in place.
         encoded = encode_batch(self._keys, coalesce(batch))  # type: ignore[arg-type]
         for op, exc in encoded.failed:
@@ -383,11 +393,11 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         delay = RETRY_FIRST_S
         while True:
             try:
-                pipe = client.pipeline(transaction=True)
-                for command in encoded.commands:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+                results = await batches.apply(encoded.commands)
                 break
+            except GuardGone as exc:
+                self._record_lost(f"batch of {len(batch)} operation(s) refused by Redis: {exc} (fenced)")
+                return
             except DOWN_ERRORS as exc:
                 if self._down is None:
                     _log.warning("session store: Redis unreachable, retrying: %s", describe(exc))
@@ -411,6 +421,6 @@ class RedisSessionStore(QueuedWrites, SessionStore):
         if self._down is not None:
             _log.info("session store: Redis reachable again")
             self._down = None
-        for owner, result in zip(encoded.owners, results, strict=True):
-            if isinstance(result, Exception):
-                self._record_lost(f"{type(owner).__name__} refused by Redis: {describe(result)}")
+        for owner, error in zip(encoded.owners, results, strict=True):
+            if error is not None:
+                self._record_lost(f"{type(owner).__name__} refused by Redis: {error}")

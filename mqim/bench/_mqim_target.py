@@ -217,8 +217,9 @@ max_group_members = 1000000
         return None
 
     @contextlib.asynccontextmanager
-    async def standalone_logic(self, workdir: Path) -> AsyncIterator[None]:
-        """Restart `mqim serve` without its embedded logic and run one `mqim logic` process."""
+    async def standalone_logic(self, workdir: Path, *, workers: int = 1) -> AsyncIterator[None]:
+        """Restart `mqim serve` without its embedded logic and run `workers` `mqim logic`
+        processes (`--shared` when more than one)."""
         assert self.data_dir is not None
         self.embedded_logic = False
         await self.restart(workdir)
@@ -229,21 +230,30 @@ max_group_members = 1000000
             self._users.add(LOGIC_USER)
         url = f"mqtt://{LOGIC_USER}:{self.password}@{LOOPBACK}:{self.port}"
         argv = [sys.executable, "-m", "mqim.cli", "logic", "--broker", url, "--data-dir", str(self.data_dir)]
-        log_path = workdir / "mqim-logic.log"
-        with log_path.open("ab") as log:
-            proc = await spawn(argv, log, what="mqim logic")
+        if workers > 1:
+            argv.append("--shared")
+        procs: list[asyncio.subprocess.Process] = []
         try:
-            await wait_for_line(proc, log_path, "logic service connected", what="mqim logic")
+            for i in range(workers):
+                log_path = workdir / f"mqim-logic-{i}.log"
+                with log_path.open("ab") as log:
+                    # Each worker its own client id (`--shared` workers split one share group).
+                    worker_argv = [*argv, "--client-id", f"{LOGIC_USER}-{i}"] if workers > 1 else argv
+                    proc = await spawn(worker_argv, log, what="mqim logic")
+                procs.append(proc)
+                await wait_for_line(proc, log_path, "logic service connected", what="mqim logic")
             yield
         finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
+            for proc in procs:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
+                    proc.terminate()
+            for proc in procs:
+                try:
+                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+                except TimeoutError:
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    await proc.wait()
             self.embedded_logic = True
             await self.stop()
             # The worker's session is persistent and subscribed to every uplink: kept, the

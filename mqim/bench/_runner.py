@@ -29,6 +29,9 @@ DEFAULT_BUDGET_S = 570.0
 DEFAULT_RATE = 1000
 """Open-loop rate (msg/s) when none is given."""
 
+MAX_LOGIC_WORKERS = 8
+"""Most `mqim logic` processes the standalone scenario starts."""
+
 SCENARIO_TIMEOUT_FACTOR = 3.0
 """A scenario is cut off after this many times its estimate (plus `SCENARIO_TIMEOUT_SLACK_S`)."""
 
@@ -69,6 +72,7 @@ def run(
     group_size: int = 1_000,
     idle_size: int = 10_000,
     budget_s: float | None = None,
+    logic_workers: int = 1,
 ) -> BenchReport:
     """Run `scenario` (or `all`) against each of `targets` and return the report.
 
@@ -87,6 +91,8 @@ def run(
         idle_size: Connections in `idle`.
         budget_s: Total time budget; scenarios that would not fit are skipped. Defaults to
             9.5 minutes for `all`, none for a single scenario.
+        logic_workers: `mqim logic` processes in `standalone` (more than one share the
+            uplinks as `mqim logic --shared` workers).
 
     Raises:
         UnknownScenario: `scenario` is not registered.
@@ -100,6 +106,8 @@ def run(
         raise InvalidParameter("the duration and the rate must be positive")
     if crowd_size < 0 or min(group_size, idle_size) < 1:
         raise InvalidParameter("the group and idle sizes must be at least 1, the crowd size at least 0")
+    if not 1 <= logic_workers <= MAX_LOGIC_WORKERS:
+        raise InvalidParameter(f"logic workers must be between 1 and {MAX_LOGIC_WORKERS}")
     if budget_s is not None and budget_s <= 0:
         raise InvalidParameter("the time budget must be positive")
     made = [make_target(t) for t in targets]
@@ -109,6 +117,7 @@ def run(
         crowd_size=crowd_size,
         group_size=group_size,
         idle_size=idle_size,
+        logic_workers=logic_workers,
     )
     if budget_s is None and scenario == ALL:
         budget_s = DEFAULT_BUDGET_S

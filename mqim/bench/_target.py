@@ -81,8 +81,11 @@ class Target(ABC):
             return "cluster mode (nodes sharing Redis and MongoDB) is mqim's own"
         return None
 
-    def standalone_logic(self, workdir: Path) -> contextlib.AbstractAsyncContextManager[None]:
-        """Run the IM logic as a separate process for the duration of the block (mqim only)."""
+    def standalone_logic(
+        self, workdir: Path, *, workers: int = 1
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Run the IM logic as `workers` separate processes for the duration of the block (mqim
+        only; more than one share the uplinks)."""
         raise TargetUnsupported(self.unsupported("standalone") or "not supported")
 
     def rss_bytes(self) -> int | None:

@@ -33,9 +33,19 @@ def bench_command(
         int, typer.Option("--group-size", help="Members in the group scenario.", min=1)
     ] = 1_000,
     idle: Annotated[int, typer.Option("--idle", help="Connections in the idle scenario.", min=1)] = 10_000,
+    logic_workers: Annotated[
+        int,
+        typer.Option(
+            "--logic-workers", help="mqim logic processes in standalone (more than one: --shared).", min=1
+        ),
+    ] = 1,
+    compare: Annotated[
+        Path | None,
+        typer.Option("--compare", help="A saved --json report: print the change of each figure since it."),
+    ] = None,
 ) -> None:
     """Measure mqim beside stock amqtt and Mosquitto, each started on free loopback ports."""
-    from mqim.bench import BenchError, format_report, run
+    from mqim.bench import BenchError, compare_with, format_report, run
 
     targets = target or ["all"]
     if "all" in targets:
@@ -51,8 +61,15 @@ def bench_command(
             crowd_size=crowd,
             group_size=group_size,
             idle_size=idle,
+            logic_workers=logic_workers,
         )
     except BenchError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(format_report(report))
+    if compare is not None:
+        try:
+            typer.echo(compare_with(report, compare))
+        except BenchError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc

@@ -33,6 +33,7 @@ class BenchParams:
         clients_per_worker: Clients one generator process holds (crowd, idle, group).
         connect_timeout_s: How long a crowd may take to connect.
         drain_timeout_s: How long subscribers may take to receive what was published.
+        logic_workers: `mqim logic` processes in `standalone` (more than one: `--shared`).
     """
 
     duration_s: float = 5.0
@@ -46,6 +47,7 @@ class BenchParams:
     clients_per_worker: int = 2_500
     connect_timeout_s: float = 180.0
     drain_timeout_s: float = 20.0
+    logic_workers: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -80,8 +80,10 @@ async def run_p2p_crowd(ctx: ScenarioContext, target: Target) -> Outcome:
 async def run_standalone(ctx: ScenarioContext, target: Target) -> Outcome:
     """`p2p` with the IM logic in a separate `mqim logic` process (the MQTT-client bus)."""
     await target.ensure_users([IM_SENDER, IM_RECEIVER])
-    ctx.say("restarting without embedded logic; starting one `mqim logic` process")
-    async with target.standalone_logic(ctx.workdir):
+    workers = ctx.params.logic_workers
+    what = "one `mqim logic` process" if workers == 1 else f"{workers} `mqim logic --shared` processes"
+    ctx.say(f"restarting without embedded logic; starting {what}")
+    async with target.standalone_logic(ctx.workdir, workers=workers):
         closed, opened = await _measure(ctx, target)
     return _outcome(closed, opened, ctx.params)
 

@@ -23,7 +23,7 @@ from mqim.bench._cluster_tools import cluster_unavailable
 from mqim.bench._exceptions import TargetError, TargetUnsupported
 from mqim.bench._host import LOOPBACK
 from mqim.bench._procs import child_env, tail
-from mqim.bench._target import STOP_TIMEOUT_S, ProcessTarget, spawn
+from mqim.bench._target import ProcessTarget, spawn, stop_processes
 
 CLI_TIMEOUT_S = 60.0
 """How long one provisioning command (`mqim user add`) may run."""
@@ -244,16 +244,7 @@ max_group_members = 1000000
                 await wait_for_line(proc, log_path, "logic service connected", what="mqim logic")
             yield
         finally:
-            for proc in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.terminate()
-            for proc in procs:
-                try:
-                    await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-                except TimeoutError:
-                    with contextlib.suppress(ProcessLookupError):
-                        proc.kill()
-                    await proc.wait()
+            await stop_processes(procs)
             self.embedded_logic = True
             await self.stop()
             # The worker's session is persistent and subscribed to every uplink: kept, the

@@ -164,8 +164,15 @@ class ProcessTarget(Target):
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
+        await stop_processes([proc])
+
+
+async def stop_processes(procs: Sequence[asyncio.subprocess.Process]) -> None:
+    """Terminate `procs` together, then kill each one still running after `STOP_TIMEOUT_S`."""
+    for proc in procs:
         with contextlib.suppress(ProcessLookupError):
             proc.terminate()
+    for proc in procs:
         try:
             await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
         except TimeoutError:
